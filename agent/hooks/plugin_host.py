@@ -1,0 +1,39 @@
+"""Runs one plugin hook in its own process: ``python -m agent.hooks.plugin_host NAME PHASE``.
+
+The notice arrives as JSON on stdin and the context in PREEMPT_* variables, exactly as for
+a script. A plugin's return value, if an int, is the exit code; an exception is exit 1.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import traceback
+
+from agent.hooks import PHASES
+from agent.hooks.plugins import load, phase_function
+
+
+def main(argv: list[str]) -> int:
+    if len(argv) != 2 or argv[1] not in PHASES:
+        print("usage: python -m agent.hooks.plugin_host NAME drain|resume", file=sys.stderr)
+        return 2
+    name, phase = argv
+    notice = json.load(sys.stdin)
+    context = {k: v for k, v in os.environ.items() if k.startswith("PREEMPT_")}
+    try:
+        function = phase_function(load(name), phase)
+        if function is None:
+            print(f"plugin {name} has no {phase}()", file=sys.stderr)
+            return 1
+        result = function(notice, context)
+    except Exception:
+        traceback.print_exc()
+        return 1
+    return result if isinstance(result, int) else 0
+
+
+if __name__ == "__main__":
+    sys.stdout.reconfigure(line_buffering=True)  # type: ignore[union-attr]
+    raise SystemExit(main(sys.argv[1:]))

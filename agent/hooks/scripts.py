@@ -1,0 +1,139 @@
+"""Executable hooks in a hooks.d folder, found by run-parts rules, refused when unsafe.
+
+A hook declares what it handles in a comment header within its first lines::
+
+    # preempt-agent: kinds=spot-interruption,rebalance-recommendation timeout=30 resume=yes
+
+``kinds`` (default: the terminations, spot-interruption and asg-termination; ``all`` for
+every kind), ``timeout`` (seconds, capped by what is left of the notice window) and
+``resume`` (``yes`` to be called again with ``resume`` when a notice is withdrawn).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import stat
+from pathlib import Path
+from typing import Union
+
+from agent.hooks import Hook, Refused
+from agent.notice import KINDS, TERMINAL_KINDS
+
+LOG = logging.getLogger(__name__)
+
+NAME_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$")
+LEFTOVER_RE = re.compile(
+    r"(\.dpkg-[a-z]+|\.rpm(new|save|orig)|\.ucf-[a-z]+|\.bak|\.orig|\.swp|\.tmp|\.disabled|~)$"
+)
+HEADER_RE = re.compile(r"^\s*(?:#|//|--)\s*preempt-agent:\s*(?P<body>.*)$")
+HEADER_SCAN_BYTES = 4096
+
+
+class HeaderError(ValueError):
+    pass
+
+
+def parse_header(text: str) -> dict[str, object]:
+    """Options from the ``preempt-agent:`` comment line, or {} when there is none."""
+    for line in text.splitlines()[:30]:
+        match = HEADER_RE.match(line)
+        if not match:
+            continue
+        options: dict[str, object] = {}
+        for item in match.group("body").split():
+            key, sep, value = item.partition("=")
+            if not sep:
+                raise HeaderError(f"header item {item!r} is not key=value")
+            if key == "kinds":
+                kinds = frozenset(KINDS) if value == "all" else frozenset(value.split(","))
+                unknown = sorted(kinds - set(KINDS))
+                if unknown:
+                    raise HeaderError(f"unknown kinds {unknown} (known: {', '.join(KINDS)}, all)")
+                options["kinds"] = kinds
+            elif key == "timeout":
+                try:
+                    options["timeout"] = float(value)
+                except ValueError:
+                    raise HeaderError(f"timeout={value!r} is not a number") from None
+                if options["timeout"] <= 0:  # type: ignore[operator]
+                    raise HeaderError("timeout must be greater than 0")
+            elif key == "resume":
+                if value not in ("yes", "no"):
+                    raise HeaderError(f"resume={value!r}: use yes or no")
+                options["resume"] = value == "yes"
+            else:
+                raise HeaderError(f"unknown header key {key!r} (known: kinds, timeout, resume)")
+        return options
+    return {}
+
+
+def unsafe_reason(st: os.stat_result, euid: int) -> str:
+    """Why a file or folder with this stat must not be trusted, or '' if it may be."""
+    if st.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
+        return f"writable by group or others (mode {stat.filemode(st.st_mode)})"
+    if euid == 0 and st.st_uid != 0:
+        return f"owned by uid {st.st_uid}, not root"
+    if euid != 0 and st.st_uid not in (0, euid):
+        return f"owned by uid {st.st_uid}, neither root nor this user"
+    return ""
+
+
+def discover(folder: Path, euid: int = -1) -> tuple[list[Hook], list[Refused]]:
+    """Hooks in ``folder`` in lexical order, and the files refused with their reasons."""
+    euid = os.geteuid() if euid == -1 else euid
+    try:
+        folder_stat = folder.stat()
+    except FileNotFoundError:
+        LOG.warning("hooks folder %s does not exist; no hook scripts will run", folder)
+        return [], []
+    except OSError as exc:
+        return [], [Refused(str(folder), f"cannot read the hooks folder: {exc}")]
+    problem = unsafe_reason(folder_stat, euid)
+    if problem:
+        return [], [Refused(str(folder), f"hooks folder is {problem}; no hook in it will run")]
+    hooks: list[Hook] = []
+    refused: list[Refused] = []
+    for path in sorted(folder.iterdir(), key=lambda p: p.name):
+        result = _load(path, euid)
+        if isinstance(result, Hook):
+            hooks.append(result)
+        elif result is not None:
+            refused.append(result)
+    return hooks, refused
+
+
+def _load(path: Path, euid: int) -> Union[Hook, Refused, None]:
+    name = path.name
+    if not NAME_RE.match(name) or LEFTOVER_RE.search(name):
+        LOG.debug("skipping %s: not a hook name (backup, package leftover or hidden)", path)
+        return None
+    try:
+        st = path.stat()
+    except OSError as exc:
+        return Refused(name, f"cannot stat: {exc}")
+    if not stat.S_ISREG(st.st_mode):
+        return None if stat.S_ISDIR(st.st_mode) else Refused(name, "not a regular file")
+    if not st.st_mode & stat.S_IXUSR:
+        LOG.info("skipping hook %s: not executable", path)
+        return None
+    problem = unsafe_reason(st, euid)
+    if problem:
+        return Refused(name, problem)
+    try:
+        with path.open("rb") as handle:
+            head = handle.read(HEADER_SCAN_BYTES).decode("utf-8", "replace")
+        options = parse_header(head)
+    except OSError as exc:
+        return Refused(name, f"cannot read: {exc}")
+    except HeaderError as exc:
+        return Refused(name, f"bad preempt-agent header: {exc}")
+    return Hook(
+        name=name,
+        argv=(str(path),),
+        origin=str(path),
+        kinds=options.get("kinds", TERMINAL_KINDS),  # type: ignore[arg-type]
+        resume=bool(options.get("resume", False)),
+        timeout=options.get("timeout"),  # type: ignore[arg-type]
+    )

@@ -1,0 +1,228 @@
+"""AWS EC2: IMDSv2 watchers for spot, rebalance, maintenance and Auto Scaling notices.
+
+Payload shapes and quirks are in the README's AWS section. The parse functions are pure
+(body in, notices out) so every shape, good and bad, is unit-tested without a server.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from datetime import datetime, timedelta, timezone
+from typing import Any, Callable, Optional
+
+from agent import notice as n
+from agent.clock import Clock
+from agent.config import AwsConfig, Config
+from agent.metadata import MetadataClient, MetadataError
+from agent.notice import Notice, parse_rfc3339
+from agent.providers.base import Provider, Watcher
+
+LOG = logging.getLogger(__name__)
+
+NAME = "aws"
+TTL_HEADER = "X-aws-ec2-metadata-token-ttl-seconds"
+TOKEN_HEADER = "X-aws-ec2-metadata-token"
+INSTANCE_ID = "/latest/meta-data/instance-id"
+IDENTITY = "/latest/dynamic/instance-identity/document"
+SPOT_ACTION = "/latest/meta-data/spot/instance-action"
+REBALANCE = "/latest/meta-data/events/recommendations/rebalance"
+MAINTENANCE = "/latest/meta-data/events/maintenance/scheduled"
+ASG_STATE = "/latest/meta-data/autoscaling/target-lifecycle-state"
+
+SPOT_ACTIONS = ("terminate", "stop", "hibernate")
+SPOT_DEFAULT_NOTICE = timedelta(minutes=2)
+MAINTENANCE_TIME_FORMAT = "%d %b %Y %H:%M:%S GMT"
+
+
+def _json(body: str, what: str) -> Any:
+    try:
+        return json.loads(body)
+    except ValueError:
+        raise ValueError(f"{what} is not JSON: {body[:80]!r}") from None
+
+
+def parse_spot_action(body: str, instance_id: str, now: datetime) -> Notice:
+    """``{"action": "terminate", "time": "2017-09-18T08:22:00Z"}`` into a notice.
+
+    A notice with an unreadable time is still a notice (losing a real interruption is worse
+    than guessing its time): the deadline becomes now + the documented two minutes.
+    """
+    data = _json(body, "spot instance-action")
+    if not isinstance(data, dict) or not isinstance(data.get("action"), str):
+        raise ValueError(f"spot instance-action has no action: {body[:80]!r}")
+    action = data["action"].strip().lower()
+    if action not in SPOT_ACTIONS:
+        LOG.warning("spot instance-action has an unknown action %r; treating it as one", action)
+    try:
+        deadline = parse_rfc3339(str(data["time"]))
+    except (KeyError, ValueError):
+        deadline = now + SPOT_DEFAULT_NOTICE
+        LOG.warning("spot instance-action time %r unreadable; assuming %s", data.get("time"), deadline)
+    return Notice(
+        provider=NAME,
+        kind=n.SPOT_INTERRUPTION,
+        action=action,
+        instance_id=instance_id,
+        # Keyed on instance and kind only: AWS's own mock rewrites "time" on every answer.
+        event_id=f"{NAME}:{instance_id}:{n.SPOT_INTERRUPTION}",
+        deadline=deadline,
+        raw=body,
+        detected_at=now,
+    )
+
+
+def parse_rebalance(body: str, instance_id: str, now: datetime) -> Notice:
+    """``{"noticeTime": "..."}``: elevated risk, not a termination, so no deadline."""
+    data = _json(body, "rebalance recommendation")
+    if not isinstance(data, dict):
+        raise ValueError(f"rebalance recommendation is not an object: {body[:80]!r}")
+    return Notice(
+        provider=NAME,
+        kind=n.REBALANCE_RECOMMENDATION,
+        action="rebalance",
+        instance_id=instance_id,
+        event_id=f"{NAME}:{instance_id}:{n.REBALANCE_RECOMMENDATION}",
+        deadline=None,
+        raw=body,
+        detected_at=now,
+    )
+
+
+def parse_maintenance_time(text: Any) -> Optional[datetime]:
+    try:
+        return datetime.strptime(str(text), MAINTENANCE_TIME_FORMAT).replace(tzinfo=timezone.utc)
+    except ValueError:
+        return None
+
+
+def parse_maintenance(body: str, instance_id: str, now: datetime) -> list[Notice]:
+    """The scheduled-events array; only ``active`` events are notices.
+
+    A damaged item is logged and skipped; it never hides the other events.
+    """
+    if not body.strip():
+        return []
+    data = _json(body, "scheduled maintenance")
+    if not isinstance(data, list):
+        raise ValueError(f"scheduled maintenance is not a list: {body[:80]!r}")
+    notices = []
+    for item in data:
+        if not isinstance(item, dict) or not item.get("EventId") or not item.get("Code"):
+            LOG.warning("skipping a scheduled maintenance event without EventId/Code: %r", item)
+            continue
+        if str(item.get("State", "active")).lower() != "active":
+            continue
+        deadline = parse_maintenance_time(item.get("NotBefore"))
+        if deadline is None:
+            LOG.warning("maintenance event %s has an unreadable NotBefore %r", item["EventId"], item.get("NotBefore"))
+        notices.append(
+            Notice(
+                provider=NAME,
+                kind=n.SCHEDULED_MAINTENANCE,
+                action=str(item["Code"]),
+                instance_id=instance_id,
+                event_id=f"{NAME}:{instance_id}:{n.SCHEDULED_MAINTENANCE}:{item['EventId']}",
+                deadline=deadline,
+                raw=json.dumps(item, sort_keys=True),
+                detected_at=now,
+            )
+        )
+    return notices
+
+
+def parse_asg_state(body: str, instance_id: str, now: datetime) -> Optional[Notice]:
+    """``Terminated`` is the only lifecycle state that means this instance is going away."""
+    if body.strip() != "Terminated":
+        return None
+    return Notice(
+        provider=NAME,
+        kind=n.ASG_TERMINATION,
+        action="terminate",
+        instance_id=instance_id,
+        event_id=f"{NAME}:{instance_id}:{n.ASG_TERMINATION}",
+        deadline=None,
+        raw=body,
+        detected_at=now,
+    )
+
+
+def parse_identity(body: str) -> dict[str, Any]:
+    """The instance identity document; raises ValueError without instanceId and region."""
+    data = _json(body, "instance identity document")
+    if not isinstance(data, dict) or not data.get("instanceId") or not data.get("region"):
+        raise ValueError("instance identity document lacks instanceId or region")
+    return data
+
+
+class Instance:
+    """The metadata client and what is read once per process (the instance id)."""
+
+    def __init__(self, config: AwsConfig, clock: Clock) -> None:
+        self.clock = clock
+        self.client = MetadataClient(
+            config.metadata_url,
+            ttl_header=TTL_HEADER,
+            token_header=TOKEN_HEADER,
+            token_ttl=config.token_ttl,
+            timeout=config.timeout,
+            clock=clock,
+            tokenless_fallback=True,
+        )
+        self._instance_id: Optional[str] = None
+
+    @property
+    def instance_id(self) -> str:
+        if self._instance_id is None:
+            body = self.client.get(INSTANCE_ID)
+            if not body or not body.strip():
+                raise MetadataError("instance-id is empty or missing")
+            self._instance_id = body.strip()
+            LOG.info("this instance is %s", self._instance_id)
+        return self._instance_id
+
+
+Parser = Callable[[str, str, datetime], Any]
+
+
+class PathWatcher(Watcher):
+    """Polls one path; 404 means nothing pending. ``parse`` may return one, many or none."""
+
+    def __init__(self, name: str, path: str, interval: float, parse: Parser, instance: Instance) -> None:
+        self.name = name
+        self.path = path
+        self.interval = interval
+        self._parse = parse
+        self._instance = instance
+
+    def poll(self) -> list[Notice]:
+        instance_id = self._instance.instance_id
+        body = self._instance.client.get(self.path)
+        if body is None:
+            return []
+        found = self._parse(body, instance_id, self._instance.clock.now())
+        if found is None:
+            return []
+        return found if isinstance(found, list) else [found]
+
+
+class AwsProvider(Provider):
+    name = NAME
+
+    def watchers(self, config: Config, clock: Clock) -> list[Watcher]:
+        aws = config.aws
+        instance = Instance(aws, clock)
+        table = (
+            ("spot", SPOT_ACTION, aws.spot, parse_spot_action),
+            ("rebalance", REBALANCE, aws.rebalance, parse_rebalance),
+            ("maintenance", MAINTENANCE, aws.maintenance, parse_maintenance),
+            ("asg", ASG_STATE, aws.asg, parse_asg_state),
+        )
+        return [
+            PathWatcher(f"aws-{name}", path, settings.interval, parse, instance)
+            for name, path, settings, parse in table
+            if settings.enabled
+        ]
+
+
+PROVIDER = AwsProvider()

@@ -1,0 +1,68 @@
+"""Backoff policies, built on tenacity's wait strategies so no backoff maths is hand-written."""
+
+from __future__ import annotations
+
+import logging
+from typing import Callable, Optional
+
+import tenacity
+
+LOG = logging.getLogger(__name__)
+
+
+class Backoff:
+    """Successive delays of a jittered exponential backoff, for loops that are not one call.
+
+    The poll loop cannot wrap a single function in ``tenacity.retry``: a failing watcher must
+    wait longer between polls while the others keep their pace. This keeps a per-watcher
+    attempt count and asks tenacity's ``wait_exponential_jitter`` for each delay.
+    """
+
+    def __init__(self, initial: float, maximum: float, jitter: float = 0.5) -> None:
+        self._wait = tenacity.wait_exponential_jitter(initial=initial, max=maximum, jitter=jitter)
+        self._state = tenacity.RetryCallState(retry_object=None, fn=None, args=(), kwargs={})  # type: ignore[arg-type]
+        self.failures = 0
+
+    def next_delay(self) -> float:
+        """Record one more failure and return how long to wait before trying again."""
+        self.failures += 1
+        self._state.attempt_number = self.failures
+        return float(self._wait(self._state))
+
+    def reset(self) -> None:
+        self.failures = 0
+
+
+class RateLimitedLog:
+    """Logs a recurring failure at most once per ``every`` seconds, with a count of the rest.
+
+    A metadata service that is down for minutes would otherwise write a line per poll.
+    """
+
+    def __init__(self, logger: logging.Logger, every: float, monotonic: Callable[[], float]):
+        self._log = logger
+        self._every = every
+        self._monotonic = monotonic
+        self._last: Optional[float] = None
+        self._suppressed = 0
+        self.failing = False
+
+    def failure(self, msg: str, *args: object) -> None:
+        now = self._monotonic()
+        self.failing = True
+        if self._last is not None and now - self._last < self._every:
+            self._suppressed += 1
+            return
+        if self._suppressed:
+            msg += " (%d similar failures not logged)"
+            args = (*args, self._suppressed)
+        self._log.warning(msg, *args)
+        self._last = now
+        self._suppressed = 0
+
+    def recovered(self, msg: str, *args: object) -> None:
+        if self.failing:
+            self._log.info(msg, *args)
+        self.failing = False
+        self._last = None
+        self._suppressed = 0
