@@ -12,6 +12,7 @@ import logging
 import sys
 import typing
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any, Callable, Optional
 
@@ -66,20 +67,16 @@ class WatcherConfig:
     interval: float = _opt(1.0, _positive, "seconds between polls")
 
 
-def _watcher(enabled: bool, interval: float) -> Any:
-    return field(default_factory=lambda: WatcherConfig(enabled=enabled, interval=interval))
-
-
 @dataclass(frozen=True)
 class AwsConfig:
     metadata_url: str = _opt("http://169.254.169.254", _url)
     token_ttl: int = _opt(21600, _ttl, "IMDSv2 token lifetime, seconds")
     timeout: float = _opt(2.0, _positive, "per-request timeout, seconds")
     max_backoff: float = _opt(10.0, _positive, "longest wait between failing polls")
-    spot: WatcherConfig = _watcher(True, 1.0)
-    rebalance: WatcherConfig = _watcher(True, 5.0)
-    maintenance: WatcherConfig = _watcher(True, 60.0)
-    asg: WatcherConfig = _watcher(True, 5.0)
+    spot: WatcherConfig = field(default_factory=partial(WatcherConfig, True, 1.0))
+    rebalance: WatcherConfig = field(default_factory=partial(WatcherConfig, True, 5.0))
+    maintenance: WatcherConfig = field(default_factory=partial(WatcherConfig, True, 60.0))
+    asg: WatcherConfig = field(default_factory=partial(WatcherConfig, True, 5.0))
 
 
 @dataclass(frozen=True)
@@ -88,7 +85,7 @@ class AlibabaConfig:
     token_ttl: int = _opt(21600, _ttl, "hardened-mode token lifetime, seconds")
     timeout: float = _opt(2.0, _positive, "per-request timeout, seconds")
     max_backoff: float = _opt(10.0, _positive, "longest wait between failing polls")
-    spot: WatcherConfig = _watcher(True, 2.0)
+    spot: WatcherConfig = field(default_factory=partial(WatcherConfig, True, 2.0))
 
 
 @dataclass(frozen=True)
@@ -170,7 +167,7 @@ def parse(text: str, source: Optional[Path] = None) -> Config:
 
 
 def load(path: Optional[Path] = None) -> Config:
-    """Read the config file; a missing default file means all defaults, a missing named one is an error."""
+    """Read the config file: a missing default file means defaults, a missing named one an error."""
     explicit = path is not None
     path = path or DEFAULT_PATH
     try:

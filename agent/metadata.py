@@ -16,7 +16,7 @@ from agent.clock import Clock
 
 LOG = logging.getLogger(__name__)
 
-TOKEN_PATH = "/latest/api/token"
+TOKEN_PATH = "/latest/api/token"  # noqa: S105 - a path, not a secret
 TOKENLESS_STATUSES = frozenset({403, 404, 405})
 
 

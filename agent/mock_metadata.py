@@ -47,7 +47,7 @@ class Flavor:
     ttl_header: str
     token_header: str
     missing_token_status: int
-    token_path: str = "/latest/api/token"  # noqa: S105 - a URL path, not a secret
+    token_path: str = "/latest/api/token"  # noqa: S105 - a path
 
 
 AWS = Flavor("aws", "X-aws-ec2-metadata-token-ttl-seconds", "X-aws-ec2-metadata-token", 401)

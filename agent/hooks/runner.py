@@ -104,12 +104,21 @@ class HookRunner:
             left = end - self._clock.monotonic()
             if cancel.is_set() or left <= 0:
                 why = "run cancelled" if cancel.is_set() else "no time left before the deadline"
-                result = HookResult(hook.name, SKIPPED, None, utc_rfc3339(self._clock.now()), 0.0, why)
-                LOG.warning("hook %s skipped: %s", hook.name, why, extra=fields(HOOK=hook.name, OUTCOME=SKIPPED, NOTICE_ID=notice.event_id))
+                result = HookResult(
+                    hook.name, SKIPPED, None, utc_rfc3339(self._clock.now()), 0.0, why
+                )
+                LOG.warning(
+                    "hook %s skipped: %s",
+                    hook.name,
+                    why,
+                    extra=fields(HOOK=hook.name, OUTCOME=SKIPPED, NOTICE_ID=notice.event_id),
+                )
             else:
                 limits = [left] + [t for t in (hook.timeout, self._hook_timeout) if t]
                 on_start(hook)
-                result = self._run_one(hook, notice, phase, min(limits), deadline, dry_run, cancel, tick)
+                result = self._run_one(
+                    hook, notice, phase, min(limits), deadline, dry_run, cancel, tick
+                )
             results.append(result)
             on_result(hook, result)
         return results
@@ -127,15 +136,27 @@ class HookRunner:
     ) -> HookResult:
         now = self._clock.now()
         started = self._clock.monotonic()
-        log_fields = fields(HOOK=hook.name, NOTICE_ID=notice.event_id, KIND=notice.kind, PHASE=phase)
+        log_fields = fields(
+            HOOK=hook.name, NOTICE_ID=notice.event_id, KIND=notice.kind, PHASE=phase
+        )
         env = dict(self._env)
         env.update(hook_variables(notice, phase, deadline, now, timeout, dry_run))
-        LOG.info("hook %s: starting (%s, %.0f s allowed)", hook.name, phase, timeout, extra=log_fields)
+        LOG.info(
+            "hook %s: starting (%s, %.0f s allowed)", hook.name, phase, timeout, extra=log_fields
+        )
 
         def finish(outcome: str, code: Optional[int], detail: str = "") -> HookResult:
             duration = round(self._clock.monotonic() - started, 3)
             level = logging.INFO if outcome == OK else logging.WARNING
-            LOG.log(level, "hook %s: %s%s after %.1f s", hook.name, outcome, f" ({detail})" if detail else "", duration, extra={**log_fields, "OUTCOME": outcome})
+            LOG.log(
+                level,
+                "hook %s: %s%s after %.1f s",
+                hook.name,
+                outcome,
+                f" ({detail})" if detail else "",
+                duration,
+                extra={**log_fields, "OUTCOME": outcome},
+            )
             return HookResult(hook.name, outcome, code, utc_rfc3339(now), duration, detail)
 
         with tempfile.TemporaryFile() as stdin:
@@ -160,12 +181,16 @@ class HookRunner:
                 elif exc.errno == errno.EACCES:
                     hint = "; is the folder on a noexec mount?"
                 return finish(ERROR, None, f"cannot execute: {exc.strerror}{hint}")
-        reader = threading.Thread(target=self._stream, args=(hook.name, proc.stdout, log_fields), daemon=True)
+        reader = threading.Thread(
+            target=self._stream, args=(hook.name, proc.stdout, log_fields), daemon=True
+        )
         reader.start()
         stop_at = started + timeout
         while True:
             try:
-                code = proc.wait(timeout=max(0.0, min(WAIT_STEP, stop_at - self._clock.monotonic())))
+                code = proc.wait(
+                    timeout=max(0.0, min(WAIT_STEP, stop_at - self._clock.monotonic()))
+                )
                 break
             except subprocess.TimeoutExpired:
                 tick()
@@ -201,7 +226,8 @@ class HookRunner:
 
     @staticmethod
     def _stream(name: str, pipe: Optional[IO[bytes]], log_fields: dict[str, object]) -> None:
-        assert pipe is not None
+        if pipe is None:  # pragma: no cover - stdout=PIPE always gives one
+            return
         with pipe:
             for raw in iter(pipe.readline, b""):
                 line = raw[:MAX_LINE].decode("utf-8", "replace").rstrip("\r\n")

@@ -48,7 +48,9 @@ class Provider(abc.ABC):
     def watchers(self, config: Config, clock: Clock) -> list[Watcher]:
         """The enabled watchers for this cloud, built from the config."""
 
-    def confirm(self, notice: Notice, config: Config, clock: Clock, budget_end: float) -> Optional[Confirmation]:
+    def confirm(
+        self, notice: Notice, config: Config, clock: Clock, budget_end: float
+    ) -> Optional[Confirmation]:
         """Ask the cloud API whether ``notice`` is really under way, until ``budget_end``.
 
         None means this provider cannot confirm; the metadata signal alone then ends the run.
