@@ -64,6 +64,11 @@ class _Drain:
     end: float = 0.0
 
 
+def _failure_kind(exc: BaseException) -> str:
+    """Failures alike for log rate limiting: same type, same text once digits are dropped."""
+    return type(exc).__name__ + "".join(c for c in str(exc)[:80] if not c.isdigit())
+
+
 class Daemon:
     def __init__(
         self,
@@ -167,7 +172,9 @@ class Daemon:
             if retry_after:
                 delay = max(delay, retry_after)
             schedule.due = self.clock.monotonic() + delay
-            schedule.failures.failure("%s: %s; retrying in %.1f s", watcher.name, exc, delay)
+            schedule.failures.failure(
+                "%s: %s; retrying in %.1f s", watcher.name, exc, delay, key=_failure_kind(exc)
+            )
             return []
         schedule.backoff.reset()
         schedule.failures.recovered("%s: metadata answers again", watcher.name)
