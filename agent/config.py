@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import math
 import sys
 import typing
 from dataclasses import dataclass, field
@@ -119,6 +120,9 @@ def _convert(name: str, kind: Any, value: Any, errors: list[str]) -> Any:
         ok = isinstance(value, int) and not isinstance(value, bool)
     elif kind is float:
         ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+        if ok and not math.isfinite(value):  # TOML allows inf and nan; no duration is either
+            errors.append(f"{name}: must be a finite number, got {value!r}")
+            return None
         value = float(value) if ok else value
     elif kind in (str, Path):
         ok = isinstance(value, str) and value != ""
