@@ -96,6 +96,9 @@ class _HTTPServer(ThreadingHTTPServer):
 class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"  # keep-alive, like the real services
     timeout = 30  # idle keep-alive connections must not pin a thread forever
+    # Headers and body go out in two writes; with Nagle on, a kept-alive client waits for
+    # its delayed ACK (about 40 ms) on every answer after the first.
+    disable_nagle_algorithm = True
     server: _HTTPServer
 
     def log_message(self, format: str, *args: Any) -> None:
