@@ -86,6 +86,11 @@ class AlibabaConfig:
     token_ttl: int = _opt(21600, _ttl, "hardened-mode token lifetime, seconds")
     timeout: float = _opt(2.0, _positive, "per-request timeout, seconds")
     max_backoff: float = _opt(10.0, _positive, "longest wait between failing polls")
+    interruption_behavior: str = _opt(
+        "terminate",
+        _one_of("terminate", "stop"),
+        "the instance's SpotInterruptionBehavior, told to hooks as the action",
+    )
     spot: WatcherConfig = field(default_factory=partial(WatcherConfig, True, 2.0))
 
 

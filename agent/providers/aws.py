@@ -9,26 +9,28 @@ from __future__ import annotations
 import json
 import logging
 from datetime import datetime, timedelta, timezone
-from typing import Any, Callable, Optional
+from typing import Any, Optional
 
 from agent import notice as n
 from agent.clock import Clock
-from agent.config import AwsConfig, Config
-from agent.metadata import MetadataClient, MetadataError
+from agent.config import Config
 from agent.notice import Notice, parse_rfc3339
+from agent.providers import imds
 from agent.providers.base import Provider, Watcher
+from agent.providers.imds import INSTANCE_ID, Parser, PathWatcher
 
 LOG = logging.getLogger(__name__)
 
 NAME = "aws"
 TTL_HEADER = "X-aws-ec2-metadata-token-ttl-seconds"
-TOKEN_HEADER = "X-aws-ec2-metadata-token"
-INSTANCE_ID = "/latest/meta-data/instance-id"
+TOKEN_HEADER = "X-aws-ec2-metadata-token"  # noqa: S105 - a header name, not a secret
 IDENTITY = "/latest/dynamic/instance-identity/document"
 SPOT_ACTION = "/latest/meta-data/spot/instance-action"
 REBALANCE = "/latest/meta-data/events/recommendations/rebalance"
 MAINTENANCE = "/latest/meta-data/events/maintenance/scheduled"
 ASG_STATE = "/latest/meta-data/autoscaling/target-lifecycle-state"
+
+__all__ = ["INSTANCE_ID", "PROVIDER", "AwsProvider", "Instance", "Parser", "PathWatcher"]
 
 SPOT_ACTIONS = ("terminate", "stop", "hibernate")
 SPOT_DEFAULT_NOTICE = timedelta(minutes=2)
@@ -58,7 +60,9 @@ def parse_spot_action(body: str, instance_id: str, now: datetime) -> Notice:
         deadline = parse_rfc3339(str(data["time"]))
     except (KeyError, ValueError):
         deadline = now + SPOT_DEFAULT_NOTICE
-        LOG.warning("spot instance-action time %r unreadable; assuming %s", data.get("time"), deadline)
+        LOG.warning(
+            "spot instance-action time %r unreadable; assuming %s", data.get("time"), deadline
+        )
     return Notice(
         provider=NAME,
         kind=n.SPOT_INTERRUPTION,
@@ -115,7 +119,11 @@ def parse_maintenance(body: str, instance_id: str, now: datetime) -> list[Notice
             continue
         deadline = parse_maintenance_time(item.get("NotBefore"))
         if deadline is None:
-            LOG.warning("maintenance event %s has an unreadable NotBefore %r", item["EventId"], item.get("NotBefore"))
+            LOG.warning(
+                "maintenance event %s has an unreadable NotBefore %r",
+                item["EventId"],
+                item.get("NotBefore"),
+            )
         notices.append(
             Notice(
                 provider=NAME,
@@ -155,55 +163,12 @@ def parse_identity(body: str) -> dict[str, Any]:
     return data
 
 
-class Instance:
-    """The metadata client and what is read once per process (the instance id)."""
+class Instance(imds.Instance):
+    """IMDSv2: a 403/404/405 on the token PUT means IMDSv1 only, so carry on without one."""
 
-    def __init__(self, config: AwsConfig, clock: Clock) -> None:
-        self.clock = clock
-        self.client = MetadataClient(
-            config.metadata_url,
-            ttl_header=TTL_HEADER,
-            token_header=TOKEN_HEADER,
-            token_ttl=config.token_ttl,
-            timeout=config.timeout,
-            clock=clock,
-            tokenless_fallback=True,
-        )
-        self._instance_id: Optional[str] = None
-
-    @property
-    def instance_id(self) -> str:
-        if self._instance_id is None:
-            body = self.client.get(INSTANCE_ID)
-            if not body or not body.strip():
-                raise MetadataError("instance-id is empty or missing")
-            self._instance_id = body.strip()
-            LOG.info("this instance is %s", self._instance_id)
-        return self._instance_id
-
-
-Parser = Callable[[str, str, datetime], Any]
-
-
-class PathWatcher(Watcher):
-    """Polls one path; 404 means nothing pending. ``parse`` may return one, many or none."""
-
-    def __init__(self, name: str, path: str, interval: float, parse: Parser, instance: Instance) -> None:
-        self.name = name
-        self.path = path
-        self.interval = interval
-        self._parse = parse
-        self._instance = instance
-
-    def poll(self) -> list[Notice]:
-        instance_id = self._instance.instance_id
-        body = self._instance.client.get(self.path)
-        if body is None:
-            return []
-        found = self._parse(body, instance_id, self._instance.clock.now())
-        if found is None:
-            return []
-        return found if isinstance(found, list) else [found]
+    ttl_header = TTL_HEADER
+    token_header = TOKEN_HEADER
+    tokenless_fallback = True
 
 
 class AwsProvider(Provider):

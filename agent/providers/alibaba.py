@@ -1,0 +1,114 @@
+"""Alibaba Cloud ECS: the preemptible-instance release notice from instance metadata.
+
+The metadata service is the EC2 protocol with Alibaba's header names (see ``imds``). In
+hardened mode every request needs a token and a token is always issued, so a refused token
+request is a transient failure, never a reason to go token-less. The service is
+rate-limited: instance-id and region-id are read once.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import re
+from datetime import datetime, timedelta, timezone
+from typing import Optional
+
+from agent import notice as n
+from agent.clock import Clock
+from agent.config import Config
+from agent.notice import Notice, parse_rfc3339
+from agent.providers import imds
+from agent.providers.base import Provider, Watcher
+
+LOG = logging.getLogger(__name__)
+
+NAME = "alibaba"
+TTL_HEADER = "X-aliyun-ecs-metadata-token-ttl-seconds"
+TOKEN_HEADER = "X-aliyun-ecs-metadata-token"  # noqa: S105 - a header name, not a secret
+REGION_ID = "/latest/meta-data/region-id"
+TERMINATION_TIME = "/latest/meta-data/instance/spot/termination-time"
+
+STALE_AFTER = timedelta(hours=1)
+"""A release time this far behind the clock is a leftover, not a notice: the instance lives."""
+_TIME = re.compile(r"\d{4}-\d\d-\d\d[Tt ]\d\d:\d\d:\d\d(\.\d+)?([Zz]|[+-]\d\d:\d\d)?")
+
+
+def parse_release_time(text: str) -> datetime:
+    """``2015-01-05T18:02:00Z`` as an aware UTC datetime; raises ValueError otherwise.
+
+    The service documents UTC with a ``Z``; an explicit offset is honoured, and a time
+    without a zone is read as the documented UTC rather than dropped.
+    """
+    text = text.strip()
+    match = _TIME.fullmatch(text)
+    try:
+        if match is None:
+            raise ValueError("unknown format")
+        if match.group(2):
+            value = parse_rfc3339(text)
+        else:
+            value = datetime.fromisoformat(text).replace(tzinfo=timezone.utc)
+    except ValueError as exc:
+        raise ValueError(f"termination-time is not a time ({exc}): {text[:80]!r}") from None
+    return value.astimezone(timezone.utc)
+
+
+def parse_termination_time(
+    body: Optional[str], instance_id: str, now: datetime, action: str = "terminate"
+) -> Optional[Notice]:
+    """The termination-time body into a notice; None (404) or blank means none pending.
+
+    ``action`` is what the instance's interruption behaviour makes of it (terminate or
+    stop): the metadata does not say. Raises ValueError for a body that is not a time or a
+    time long past (a stale value must never start a drain).
+    """
+    if body is None or not body.strip():
+        return None
+    deadline = parse_release_time(body)
+    if deadline < now - STALE_AFTER:
+        raise ValueError(f"termination-time {body.strip()!r} is long past; ignoring it")
+    return Notice(
+        provider=NAME,
+        kind=n.SPOT_INTERRUPTION,
+        action=action,
+        instance_id=instance_id,
+        # Keyed on instance and kind: one instance is released once, whatever the body says.
+        event_id=f"{NAME}:{instance_id}:{n.SPOT_INTERRUPTION}",
+        deadline=deadline,
+        raw=body,
+        detected_at=now,
+    )
+
+
+class Instance(imds.Instance):
+    """Hardened-mode client. Region-id is read with the instance id, once, for the ECS API."""
+
+    ttl_header = TTL_HEADER
+    token_header = TOKEN_HEADER
+    tokenless_fallback = False
+    also_read = (REGION_ID,)
+
+    @property
+    def region_id(self) -> Optional[str]:
+        """The region (``cn-hangzhou``); None if the service has none to give."""
+        return self.read_once_optional(REGION_ID)
+
+
+class AlibabaProvider(Provider):
+    name = NAME
+
+    def watchers(self, config: Config, clock: Clock) -> list[Watcher]:
+        alibaba = config.alibaba
+        if not alibaba.spot.enabled:
+            return []
+        parse = functools.partial(parse_termination_time, action=alibaba.interruption_behavior)
+        instance = Instance(alibaba, clock)
+        return [
+            imds.PathWatcher(
+                "alibaba-spot", TERMINATION_TIME, alibaba.spot.interval, parse, instance
+            )
+        ]
+
+
+PROVIDER = AlibabaProvider()
