@@ -64,6 +64,11 @@ class StateStore:
                 raise ValueError("not a state object")
             for record in data["notices"].values():
                 Notice.from_dict(record["notice"])
+                hooks = record["hooks"]
+                if not isinstance(record["status"], str) or not isinstance(hooks, dict):
+                    raise ValueError("a notice record has a bad status or hooks field")
+                if not all(isinstance(results, dict) for results in hooks.values()):
+                    raise ValueError("a notice record's hook results are not tables")
         except (ValueError, KeyError, TypeError) as exc:
             aside = self.path.with_name(f"{FILE_NAME}.damaged")
             with contextlib.suppress(OSError):
