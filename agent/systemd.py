@@ -54,7 +54,7 @@ class Notifier:
             self._notify(f"STATUS={text}")
 
     def ping(self) -> None:
-        """WATCHDOG=1, at most twice per watchdog interval however often it is called."""
+        """WATCHDOG=1, at most four times per watchdog interval however often it is called."""
         if self.watchdog_interval is None:
             return
         now = self._monotonic()
