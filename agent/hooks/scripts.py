@@ -93,9 +93,13 @@ def discover(folder: Path, euid: int = -1) -> tuple[list[Hook], list[Refused]]:
     problem = unsafe_reason(folder_stat, euid)
     if problem:
         return [], [Refused(str(folder), f"hooks folder is {problem}; no hook in it will run")]
+    try:
+        entries = sorted(folder.iterdir(), key=lambda p: p.name)
+    except OSError as exc:  # not a folder, or unreadable
+        return [], [Refused(str(folder), f"cannot read the hooks folder: {exc}")]
     hooks: list[Hook] = []
     refused: list[Refused] = []
-    for path in sorted(folder.iterdir(), key=lambda p: p.name):
+    for path in entries:
         result = _load(path, euid)
         if isinstance(result, Hook):
             hooks.append(result)
