@@ -197,7 +197,7 @@ class HookRunner:
                 if cancel.is_set() or self._clock.monotonic() >= stop_at:
                     self._kill(proc, tick)
                     reader.join(timeout=1.0)
-                    why = "run cancelled" if cancel.is_set() else f"timed out after {timeout:.0f} s"
+                    why = "run cancelled" if cancel.is_set() else f"timed out after {timeout:.1f} s"
                     return finish(TIMEOUT, proc.returncode, why)
         reader.join(timeout=1.0)
         if code == 0:

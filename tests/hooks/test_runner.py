@@ -1,0 +1,465 @@
+"""The hook runner with real processes: context, output, failures, timeouts, kills, deadline."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sys
+import threading
+import time
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from typing import Callable, Optional
+
+import pytest
+
+from agent import notice as n
+from agent.clock import Clock
+from agent.hooks import Hook
+from agent.hooks.runner import (
+    ERROR,
+    FAILED,
+    OK,
+    SKIPPED,
+    TIMEOUT,
+    HookResult,
+    HookRunner,
+    hook_deadline,
+)
+from agent.notice import Notice
+
+UTC = timezone.utc
+LOGGER = "agent.hooks.runner"
+
+
+class FixedWallClock(Clock):
+    """Real monotonic time (processes really run) but a wall clock that stands still."""
+
+    def __init__(self, now: datetime) -> None:
+        super().__init__()
+        self.fixed = now
+
+    def now(self) -> datetime:
+        return self.fixed
+
+
+def make_notice(
+    raw: str = '{"action": "terminate"}', deadline: Optional[datetime] = None
+) -> Notice:
+    now = datetime.now(UTC)
+    return Notice(
+        provider="aws",
+        kind=n.SPOT_INTERRUPTION,
+        action="terminate",
+        instance_id="i-0123456789abcdef0",
+        event_id="aws:i-0123456789abcdef0:spot-interruption",
+        deadline=deadline or now + timedelta(minutes=2),
+        raw=raw,
+        detected_at=now,
+    )
+
+
+def script(folder: Path, name: str, body: str, timeout: Optional[float] = None) -> Hook:
+    """An executable /bin/sh hook; ``body`` may use $OUT, a folder for what it reports."""
+    path = folder / name
+    path.write_text("#!/bin/sh\n" + body, encoding="utf-8")
+    path.chmod(0o755)
+    return Hook(name=name, argv=(str(path),), origin=str(path), timeout=timeout)
+
+
+def python_hook(folder: Path, name: str, body: str) -> Hook:
+    path = folder / name
+    path.write_text(f"#!{sys.executable}\n{body}", encoding="utf-8")
+    path.chmod(0o755)
+    return Hook(name=name, argv=(str(path),), origin=str(path))
+
+
+def wait_until(condition: Callable[[], bool], timeout: float = 5.0) -> bool:
+    until = time.monotonic() + timeout
+    while time.monotonic() < until:
+        if condition():
+            return True
+        time.sleep(0.01)
+    return condition()
+
+
+def process_gone(pid: int) -> bool:
+    """Gone, or a zombie no one has reaped yet (it runs nothing any more)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return True
+    return stat.rsplit(")", 1)[1].split()[0] == "Z"
+
+
+@pytest.fixture
+def out(tmp_path: Path) -> Path:
+    folder = tmp_path / "out"
+    folder.mkdir()
+    return folder
+
+
+@pytest.fixture
+def hooks_dir(tmp_path: Path) -> Path:
+    folder = tmp_path / "hooks.d"
+    folder.mkdir()
+    return folder
+
+
+@pytest.fixture
+def runner(out: Path) -> HookRunner:
+    return HookRunner(Clock(), kill_grace=0.3, base_env={"PATH": os.defpath, "OUT": str(out)})
+
+
+def run(
+    runner: HookRunner,
+    hooks: list[Hook],
+    *,
+    seconds: float = 20.0,
+    notice: Optional[Notice] = None,
+    **kwargs: object,
+) -> list[HookResult]:
+    notice = notice or make_notice()
+    end = time.monotonic() + seconds
+    return runner.run(hooks, notice, "drain", end, notice.deadline, **kwargs)  # type: ignore[arg-type]
+
+
+# -- what a hook is given -----------------------------------------------------------------------
+
+REPORT = """\
+import json, os, sys
+with open(os.path.join(os.environ["OUT"], "report.json"), "w") as handle:
+    json.dump({"env": dict(os.environ), "argv": sys.argv[1:], "stdin": sys.stdin.read()}, handle)
+"""
+
+
+def test_variables_argv_and_stdin(hooks_dir: Path, out: Path) -> None:
+    wall = datetime(2017, 9, 18, 8, 20, 0, 400000, tzinfo=UTC)
+    east = timezone(timedelta(hours=8))
+    deadline = datetime(2017, 9, 18, 16, 21, 35, 900000, tzinfo=east)  # 95.5 s after `wall`
+    notice = make_notice(deadline=deadline)
+    hook = python_hook(hooks_dir, "10-report", REPORT)
+    hook = Hook(hook.name, hook.argv, hook.origin, timeout=12.9)
+    runner = HookRunner(FixedWallClock(wall), kill_grace=1, base_env={"OUT": str(out)})
+    (result,) = runner.run([hook], notice, "drain", time.monotonic() + 60, deadline)
+    assert result.outcome == OK
+    report = json.loads((out / "report.json").read_text())
+    preempt = {k: v for k, v in report["env"].items() if k.startswith("PREEMPT_")}
+    assert preempt == {
+        "PREEMPT_PROVIDER": "aws",
+        "PREEMPT_KIND": "spot-interruption",
+        "PREEMPT_ACTION": "terminate",
+        "PREEMPT_INSTANCE_ID": "i-0123456789abcdef0",
+        "PREEMPT_DEADLINE": "2017-09-18T08:21:35Z",
+        "PREEMPT_SECONDS_LEFT": "95",
+        "PREEMPT_HOOK_TIMEOUT": "12",
+        "PREEMPT_EVENT_ID": "aws:i-0123456789abcdef0:spot-interruption",
+        "PREEMPT_PHASE": "drain",
+        "PREEMPT_DRY_RUN": "0",
+    }
+    assert report["argv"] == ["drain"]
+    assert json.loads(report["stdin"]) == notice.to_dict()
+    assert report["stdin"].endswith("\n")
+    assert result.started == "2017-09-18T08:20:00Z"
+
+
+def test_dry_run_resume_phase_and_a_past_deadline(hooks_dir: Path, out: Path) -> None:
+    wall = datetime(2017, 9, 18, 8, 20, tzinfo=UTC)
+    hook = python_hook(hooks_dir, "10-report", REPORT)
+    runner = HookRunner(FixedWallClock(wall), kill_grace=1, base_env={"OUT": str(out)})
+    past = wall - timedelta(seconds=30)
+    runner.run(
+        [hook], make_notice(deadline=past), "resume", time.monotonic() + 7.5, past, dry_run=True
+    )
+    report = json.loads((out / "report.json").read_text())
+    assert report["argv"] == ["resume"]
+    assert report["env"]["PREEMPT_PHASE"] == "resume"
+    assert report["env"]["PREEMPT_DRY_RUN"] == "1"
+    assert report["env"]["PREEMPT_SECONDS_LEFT"] == "0"
+    assert report["env"]["PREEMPT_HOOK_TIMEOUT"] in ("6", "7")
+
+
+def test_systemd_variables_are_not_inherited(
+    hooks_dir: Path, out: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("NOTIFY_SOCKET", "/run/systemd/notify")
+    monkeypatch.setenv("WATCHDOG_USEC", "30000000")
+    monkeypatch.setenv("WATCHDOG_PID", str(os.getpid()))
+    monkeypatch.setenv("KEEP_ME", "kept")
+    monkeypatch.setenv("OUT", str(out))
+    runner = HookRunner(Clock(), kill_grace=1)  # the agent's own environment
+    (result,) = run(runner, [python_hook(hooks_dir, "10-report", REPORT)])
+    assert result.outcome == OK
+    env = json.loads((out / "report.json").read_text())["env"]
+    assert env["KEEP_ME"] == "kept"
+    assert not {"NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID"} & set(env)
+
+
+def test_hooks_run_in_the_root_folder_in_their_own_session(
+    runner: HookRunner, hooks_dir: Path, out: Path
+) -> None:
+    body = (
+        "import json, os\n"
+        "where = [os.getcwd(), os.getpid(), os.getsid(0), os.getpgid(0)]\n"
+        "json.dump(where, open(os.path.join(os.environ['OUT'], 'where'), 'w'))\n"
+    )
+    (result,) = run(runner, [python_hook(hooks_dir, "10-where", body)])
+    assert result.outcome == OK
+    cwd, pid, sid, pgid = json.loads((out / "where").read_text())
+    assert cwd == "/"
+    assert sid == pid == pgid
+    assert sid != os.getsid(0)
+
+
+# -- output -------------------------------------------------------------------------------------
+
+
+def test_output_is_logged_line_by_line_with_the_hook_name(
+    runner: HookRunner, hooks_dir: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    body = "echo 'cordoning node'\necho 'oops' >&2\nprintf 'no newline at the end'\n"
+    with caplog.at_level(logging.INFO, logger=LOGGER):
+        (result,) = run(runner, [script(hooks_dir, "10-cordon", body)])
+    assert result.outcome == OK
+    lines = [r for r in caplog.records if r.getMessage().startswith("[10-cordon] ")]
+    assert [r.getMessage() for r in lines] == [
+        "[10-cordon] cordoning node",
+        "[10-cordon] oops",
+        "[10-cordon] no newline at the end",
+    ]
+    assert all(getattr(r, "HOOK", None) == "10-cordon" for r in lines)
+    assert all(getattr(r, "NOTICE_ID", None) == make_notice().event_id for r in lines)
+
+
+def test_odd_output_is_made_readable(
+    runner: HookRunner, hooks_dir: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    body = "import sys\nsys.stdout.buffer.write(b'caf\\xe9\\r\\n' + b'x' * 20000 + b'\\n')\n"
+    with caplog.at_level(logging.INFO, logger=LOGGER):
+        run(runner, [python_hook(hooks_dir, "10-odd", body)])
+    lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("[10-odd] ")]
+    assert lines[0] == "[10-odd] caf\ufffd"
+    assert lines[1] == "[10-odd] " + "x" * 8192
+
+
+def test_start_and_outcome_are_logged(
+    runner: HookRunner, hooks_dir: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    with caplog.at_level(logging.INFO, logger=LOGGER):
+        run(
+            runner,
+            [script(hooks_dir, "10-ok", "exit 0\n"), script(hooks_dir, "20-bad", "exit 4\n")],
+        )
+    messages = caplog.messages
+    assert any(m.startswith("hook 10-ok: starting (drain, ") for m in messages)
+    assert any(m.startswith("hook 10-ok: ok after ") for m in messages)
+    bad = [r for r in caplog.records if r.getMessage().startswith("hook 20-bad: failed")]
+    assert bad[0].levelno == logging.WARNING
+    assert bad[0].getMessage().startswith("hook 20-bad: failed (exit code 4) after ")
+    assert bad[0].OUTCOME == "failed"  # type: ignore[attr-defined]
+
+
+# -- outcomes -----------------------------------------------------------------------------------
+
+
+def test_a_failing_hook_does_not_stop_the_next(
+    runner: HookRunner, hooks_dir: Path, out: Path
+) -> None:
+    hooks = [
+        script(hooks_dir, "10-fails", "exit 3\n"),
+        script(hooks_dir, "20-crashes", "kill -9 $$\n"),
+        script(hooks_dir, "30-noexec", "exit 126\n"),
+        script(hooks_dir, "40-runs", 'touch "$OUT/ran"\n'),
+    ]
+    results = run(runner, hooks)
+    assert [(r.hook, r.outcome, r.exit_code, r.detail) for r in results] == [
+        ("10-fails", FAILED, 3, "exit code 3"),
+        ("20-crashes", FAILED, -9, "killed by signal 9"),
+        ("30-noexec", FAILED, 126, "exit 126: could not execute something (noexec mount?)"),
+        ("40-runs", OK, 0, ""),
+    ]
+    assert (out / "ran").exists()
+    assert all(r.duration >= 0 for r in results)
+
+
+def test_missing_shebang_is_an_error_with_a_hint(runner: HookRunner, hooks_dir: Path) -> None:
+    path = hooks_dir / "10-no-shebang"
+    path.write_text("echo hello\n", encoding="utf-8")
+    path.chmod(0o755)
+    hook = Hook("10-no-shebang", (str(path),), str(path))
+    after = script(hooks_dir, "20-next", "exit 0\n")
+    first, second = run(runner, [hook, after])
+    assert first.outcome == ERROR
+    assert first.exit_code is None
+    assert first.detail == "cannot execute: Exec format error; is the #! line missing?"
+    assert second.outcome == OK
+
+
+def test_unexecutable_and_missing_files_are_errors(runner: HookRunner, hooks_dir: Path) -> None:
+    plain = hooks_dir / "10-plain"
+    plain.write_text("#!/bin/sh\n", encoding="utf-8")
+    plain.chmod(0o644)
+    hooks = [
+        Hook("10-plain", (str(plain),), str(plain)),
+        Hook("20-gone", (str(hooks_dir / "20-gone"),), "gone"),
+    ]
+    first, second = run(runner, hooks)
+    assert (first.outcome, second.outcome) == (ERROR, ERROR)
+    assert first.detail == "cannot execute: Permission denied; is the folder on a noexec mount?"
+    assert second.detail == "cannot execute: No such file or directory"
+
+
+def test_callbacks_per_hook(runner: HookRunner, hooks_dir: Path) -> None:
+    started: list[str] = []
+    finished: list[tuple[str, str]] = []
+    hooks = [script(hooks_dir, "10-a", "exit 0\n"), script(hooks_dir, "20-b", "exit 1\n")]
+    results = run(
+        runner,
+        hooks,
+        on_start=lambda hook: started.append(hook.name),
+        on_result=lambda hook, result: finished.append((hook.name, result.outcome)),
+    )
+    assert started == ["10-a", "20-b"]
+    assert finished == [("10-a", OK), ("20-b", FAILED)]
+    assert [r.hook for r in results] == ["10-a", "20-b"]
+    assert results[0].to_dict()["outcome"] == "ok"
+
+
+def test_a_hook_that_never_reads_a_large_stdin_does_not_block(
+    runner: HookRunner, hooks_dir: Path, out: Path
+) -> None:
+    notice = make_notice(raw="x" * 2_000_000)
+    ignores = script(hooks_dir, "10-ignores-stdin", "exit 0\n", timeout=5)
+    reads = script(hooks_dir, "20-reads-stdin", 'wc -c > "$OUT/size"\n', timeout=5)
+    first, second = run(runner, [ignores, reads], notice=notice)
+    assert (first.outcome, second.outcome) == (OK, OK)
+    assert first.duration < 4
+    assert int((out / "size").read_text()) == len(notice.to_json()) + 1
+
+
+# -- timeouts and kills -------------------------------------------------------------------------
+
+
+def test_a_hanging_hook_is_killed_with_its_whole_process_group(
+    runner: HookRunner, hooks_dir: Path, out: Path
+) -> None:
+    body = 'sleep 60 &\necho $! > "$OUT/child"\nwait\n'
+    hang = script(hooks_dir, "10-hang", body, timeout=0.5)
+    after = script(hooks_dir, "20-after", 'touch "$OUT/after"\n')
+    started = time.monotonic()
+    first, second = run(runner, [hang, after])
+    assert first.outcome == TIMEOUT
+    assert first.detail == "timed out after 0.5 s"
+    assert 0.4 <= first.duration < 0.5 + 0.3 + 1.5
+    child = int((out / "child").read_text())
+    assert wait_until(lambda: process_gone(child)), f"background child {child} survived"
+    assert second.outcome == OK
+    assert (out / "after").exists()
+    assert time.monotonic() - started < 3
+
+
+def test_a_hook_ignoring_sigterm_gets_sigkill_after_the_grace(hooks_dir: Path, out: Path) -> None:
+    runner = HookRunner(Clock(), kill_grace=0.4, base_env={"PATH": os.defpath, "OUT": str(out)})
+    body = "trap '' TERM\nsleep 60 &\necho $! > \"$OUT/child\"\nwhile :; do wait; done\n"
+    (result,) = run(runner, [script(hooks_dir, "10-stubborn", body, timeout=0.5)])
+    assert result.outcome == TIMEOUT
+    assert result.exit_code == -9
+    assert 0.5 + 0.4 - 0.05 <= result.duration < 0.5 + 0.4 + 1.5
+    child = int((out / "child").read_text())
+    assert wait_until(lambda: process_gone(child)), f"background child {child} survived"
+
+
+def test_a_hook_that_exits_on_sigterm_is_not_waited_for(hooks_dir: Path) -> None:
+    runner = HookRunner(Clock(), kill_grace=10)
+    (result,) = run(runner, [script(hooks_dir, "10-hang", "exec sleep 60\n", timeout=0.5)])
+    assert result.outcome == TIMEOUT
+    assert result.exit_code == -15
+    assert result.duration < 3, "the grace is a limit, not a wait"
+
+
+def test_the_runner_wide_hook_timeout_applies(hooks_dir: Path) -> None:
+    runner = HookRunner(Clock(), kill_grace=0.2, hook_timeout=0.5)
+    (result,) = run(runner, [script(hooks_dir, "10-hang", "exec sleep 60\n")], seconds=60)
+    assert result.outcome == TIMEOUT
+    assert result.duration < 2
+
+
+def test_the_overall_end_skips_later_hooks(
+    runner: HookRunner, hooks_dir: Path, out: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    hooks = [
+        script(hooks_dir, "10-slow", "exec sleep 60\n", timeout=30),
+        script(hooks_dir, "20-late", 'touch "$OUT/late"\n'),
+        script(hooks_dir, "30-later", 'touch "$OUT/later"\n'),
+    ]
+    started: list[str] = []
+    with caplog.at_level(logging.WARNING, logger=LOGGER):
+        results = run(runner, hooks, seconds=0.6, on_start=lambda h: started.append(h.name))
+    assert [r.outcome for r in results] == [TIMEOUT, SKIPPED, SKIPPED]
+    assert results[0].duration < 0.6 + 0.3 + 1.5
+    for skipped in results[1:]:
+        assert skipped.detail == "no time left before the deadline"
+        assert (skipped.exit_code, skipped.duration) == (None, 0.0)
+    assert started == ["10-slow"]
+    assert not (out / "late").exists()
+    assert not (out / "later").exists()
+    assert "hook 20-late skipped: no time left before the deadline" in caplog.messages
+
+
+def test_nothing_runs_once_the_end_has_passed(runner: HookRunner, hooks_dir: Path) -> None:
+    results = run(runner, [script(hooks_dir, "10-a", "exit 0\n")], seconds=-1)
+    assert [r.outcome for r in results] == [SKIPPED]
+
+
+def test_tick_is_called_while_a_hook_runs(runner: HookRunner, hooks_dir: Path) -> None:
+    ticks: list[float] = []
+    run(
+        runner,
+        [script(hooks_dir, "10-hang", "exec sleep 60\n", timeout=0.8)],
+        tick=lambda: ticks.append(1),
+    )
+    assert len(ticks) >= 2
+
+
+def test_cancel_stops_the_running_hook_and_skips_the_rest(
+    runner: HookRunner, hooks_dir: Path, out: Path
+) -> None:
+    cancel = threading.Event()
+    hooks = [
+        script(hooks_dir, "10-waits", 'touch "$OUT/started"\nexec sleep 60\n', timeout=30),
+        script(hooks_dir, "20-never", 'touch "$OUT/never"\n'),
+    ]
+
+    def tick() -> None:
+        if (out / "started").exists():
+            cancel.set()
+
+    first, second = run(runner, hooks, cancel=cancel, tick=tick)
+    assert (first.outcome, first.detail) == (TIMEOUT, "run cancelled")
+    assert first.duration < 5
+    assert (second.outcome, second.detail) == (SKIPPED, "run cancelled")
+    assert not (out / "never").exists()
+
+
+def test_a_cancelled_run_starts_nothing(runner: HookRunner, hooks_dir: Path, out: Path) -> None:
+    cancel = threading.Event()
+    cancel.set()
+    results = run(runner, [script(hooks_dir, "10-a", 'touch "$OUT/a"\n')], cancel=cancel)
+    assert [(r.outcome, r.detail) for r in results] == [(SKIPPED, "run cancelled")]
+    assert not (out / "a").exists()
+
+
+# -- the deadline hooks are told ----------------------------------------------------------------
+
+
+def test_hook_deadline() -> None:
+    now = datetime(2017, 9, 18, 8, 20, tzinfo=UTC)
+    with_deadline = make_notice(deadline=now + timedelta(seconds=90))
+    assert hook_deadline(with_deadline, now, 600) == now + timedelta(seconds=90)
+    without = Notice(**{**with_deadline.__dict__, "deadline": None})
+    assert hook_deadline(without, now, 600) == now + timedelta(seconds=600)
