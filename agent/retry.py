@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import logging
+import threading
 from typing import Callable
 
 import tenacity
 
 LOG = logging.getLogger(__name__)
+
+StopCheck = Callable[[tenacity.RetryCallState], bool]
 
 
 class Backoff:
@@ -15,11 +18,16 @@ class Backoff:
 
     The poll loop cannot wrap a single function in ``tenacity.retry``: a failing watcher must
     wait longer between polls while the others keep their pace. This keeps a per-watcher
-    attempt count and asks tenacity's ``wait_exponential_jitter`` for each delay.
+    attempt count and asks tenacity's exponential and random waits for each delay, never
+    more than ``maximum`` jitter included.
     """
 
     def __init__(self, initial: float, maximum: float, jitter: float = 0.5) -> None:
-        self._wait = tenacity.wait_exponential_jitter(initial=initial, max=maximum, jitter=jitter)
+        # wait_exponential + wait_random exist in every tenacity release distributions ship;
+        # wait_exponential_jitter's "initial" is deprecated in 9.x and "multiplier" absent in 8.x.
+        self._wait = tenacity.wait_exponential(
+            multiplier=initial, max=maximum
+        ) + tenacity.wait_random(0, jitter)
         self._state = tenacity.RetryCallState(retry_object=None, fn=None, args=(), kwargs={})  # type: ignore[arg-type]
         self.failures = 0
 
@@ -27,7 +35,7 @@ class Backoff:
         """Record one more failure and return how long to wait before trying again."""
         self.failures += 1
         self._state.attempt_number = self.failures
-        return float(self._wait(self._state))
+        return min(self._maximum, float(self._wait(self._state)))
 
     def reset(self) -> None:
         self.failures = 0
@@ -68,3 +76,34 @@ class RateLimitedLog:
         self.failing = False
         self._last.clear()
         self._suppressed.clear()
+
+
+def stop_at(monotonic: Callable[[], float], end: float, cancel: threading.Event) -> StopCheck:
+    """A tenacity ``stop=`` that ends a retry loop at the monotonic time ``end`` or on cancel.
+
+    Built on the agent's clock rather than tenacity's own ``stop_after_delay``, so that a
+    test clock decides when a budget is spent.
+    """
+
+    def stop(state: tenacity.RetryCallState) -> bool:
+        return cancel.is_set() or monotonic() >= end
+
+    return stop
+
+
+def sleep_until(
+    wait_for: Callable[[threading.Event, float], bool],
+    monotonic: Callable[[], float],
+    end: float,
+    cancel: threading.Event,
+) -> Callable[[float], None]:
+    """A tenacity ``sleep=`` that never sleeps past ``end`` and wakes at once on cancel.
+
+    Clipping the last wait to the budget gives one more look right at its end instead of
+    giving up early.
+    """
+
+    def sleep(seconds: float) -> None:
+        wait_for(cancel, max(0.0, min(seconds, end - monotonic())))
+
+    return sleep
