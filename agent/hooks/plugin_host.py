@@ -1,7 +1,8 @@
 """Runs one plugin hook in its own process: ``python -m agent.hooks.plugin_host NAME PHASE``.
 
 The notice arrives as JSON on stdin and the context in PREEMPT_* variables, exactly as for
-a script. A plugin's return value, if an int, is the exit code; an exception is exit 1.
+a script. A plugin's return value, if an int, is the exit code (True is 0, False is 1); an
+exception is exit 1.
 """
 
 from __future__ import annotations
@@ -31,6 +32,8 @@ def main(argv: list[str]) -> int:
     except Exception:
         traceback.print_exc()
         return 1
+    if isinstance(result, bool):  # an int too, but True means it worked
+        return 0 if result else 1
     return result if isinstance(result, int) else 0
 
 
