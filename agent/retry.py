@@ -25,9 +25,9 @@ class Backoff:
     def __init__(self, initial: float, maximum: float, jitter: float = 0.5) -> None:
         # wait_exponential + wait_random exist in every tenacity release distributions ship;
         # wait_exponential_jitter's "initial" is deprecated in 9.x and "multiplier" absent in 8.x.
-        self._wait = tenacity.wait_exponential(
-            multiplier=initial, max=maximum
-        ) + tenacity.wait_random(0, jitter)
+        exponential = tenacity.wait_exponential(multiplier=initial, max=maximum)
+        self._wait = exponential + tenacity.wait_random(0, jitter)
+        self._maximum = maximum
         self._state = tenacity.RetryCallState(retry_object=None, fn=None, args=(), kwargs={})  # type: ignore[arg-type]
         self.failures = 0
 
