@@ -98,12 +98,16 @@ class Instance(imds.Instance):
 class AlibabaProvider(Provider):
     name = NAME
 
+    def __init__(self) -> None:
+        self.instance: Optional[Instance] = None
+        """The instance behind the watchers, so confirmation reuses its cached identity."""
+
     def watchers(self, config: Config, clock: Clock) -> list[Watcher]:
         alibaba = config.alibaba
         if not alibaba.spot.enabled:
             return []
         parse = functools.partial(parse_termination_time, action=alibaba.interruption_behavior)
-        instance = Instance(alibaba, clock)
+        instance = self.instance = Instance(alibaba, clock)
         return [
             imds.PathWatcher(
                 "alibaba-spot", TERMINATION_TIME, alibaba.spot.interval, parse, instance

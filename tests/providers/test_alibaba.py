@@ -169,6 +169,16 @@ def test_watchers_follow_the_config() -> None:
     assert alibaba.PROVIDER.watchers(off, Clock()) == []
 
 
+def test_provider_keeps_the_watchers_instance(server: MockMetadataServer) -> None:
+    provider = alibaba.AlibabaProvider()
+    assert provider.instance is None
+    (watcher,) = provider.watchers(make_config(server), Clock())
+    watcher.poll()
+    assert provider.instance is not None
+    assert provider.instance.region_id == "cn-shanghai"
+    assert count(server, "GET", REGION_ID) == 1
+
+
 # -- against the mock service, over real HTTP --------------------------------------------------
 
 
