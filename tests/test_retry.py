@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import logging
+import threading
+import time
 
 import pytest
+import tenacity
 
-from agent.retry import Backoff, RateLimitedLog
+from agent.retry import Backoff, RateLimitedLog, sleep_until, stop_at
 
 LOGGER = "test.retry"
 
@@ -164,3 +167,108 @@ def test_percent_in_arguments_is_not_a_format(
         logging.WARNING,
         "GET /a%s%d failed (1 similar failures not logged)",
     )
+
+
+def test_failures_of_different_kinds_are_limited_separately(
+    ratelog: RateLimitedLog, ticker: Ticker, caplog: pytest.LogCaptureFixture
+) -> None:
+    with caplog.at_level(logging.INFO, logger=LOGGER):
+        ratelog.failure("refused", key="connect")
+        ticker.t += 1
+        ratelog.failure("garbage body", key="parse")  # a new kind: logged at once
+        ticker.t += 1
+        ratelog.failure("refused", key="connect")
+        ratelog.failure("garbage body", key="parse")
+        ratelog.failure("garbage body", key="parse")
+        ticker.t += 60
+        ratelog.failure("refused", key="connect")
+        ratelog.failure("garbage body", key="parse")
+    assert records(caplog) == [
+        (logging.WARNING, "refused"),
+        (logging.WARNING, "garbage body"),
+        (logging.WARNING, "refused (1 similar failures not logged)"),
+        (logging.WARNING, "garbage body (2 similar failures not logged)"),
+    ]
+
+
+def test_recovery_forgets_every_kind(
+    ratelog: RateLimitedLog, ticker: Ticker, caplog: pytest.LogCaptureFixture
+) -> None:
+    with caplog.at_level(logging.INFO, logger=LOGGER):
+        ratelog.failure("refused", key="connect")
+        ratelog.failure("garbage", key="parse")
+        ratelog.failure("garbage", key="parse")
+        ratelog.recovered("up")
+        ticker.t += 1
+        ratelog.failure("garbage", key="parse")
+    assert records(caplog)[-2:] == [(logging.INFO, "up"), (logging.WARNING, "garbage")]
+
+
+# -- budgets for tenacity loops -----------------------------------------------------------------
+
+
+def test_stop_at_the_end_or_on_cancel(ticker: Ticker) -> None:
+    cancel = threading.Event()
+    stop = stop_at(ticker, ticker.t + 10, cancel)
+    state = tenacity.RetryCallState(retry_object=None, fn=None, args=(), kwargs={})  # type: ignore[arg-type]
+    assert not stop(state)
+    ticker.t += 9.9
+    assert not stop(state)
+    ticker.t += 0.1
+    assert stop(state)
+    ticker.t -= 5
+    cancel.set()
+    assert stop(state)
+
+
+def test_sleep_until_clips_to_the_budget(ticker: Ticker) -> None:
+    waits: list[float] = []
+    cancel = threading.Event()
+
+    def wait_for(event: threading.Event, seconds: float) -> bool:
+        assert event is cancel
+        waits.append(seconds)
+        ticker.t += seconds
+        return event.is_set()
+
+    sleep = sleep_until(wait_for, ticker, ticker.t + 10, cancel)
+    sleep(4)
+    sleep(4)
+    sleep(4)
+    sleep(4)
+    assert waits == [4, 4, 2, 0]
+
+
+def test_sleep_until_wakes_at_once_on_cancel() -> None:
+    cancel = threading.Event()
+    sleep = sleep_until(
+        lambda event, s: event.wait(s), time.monotonic, time.monotonic() + 60, cancel
+    )
+    threading.Timer(0.05, cancel.set).start()
+    started = time.monotonic()
+    sleep(30)
+    assert time.monotonic() - started < 5
+
+
+def test_a_tenacity_loop_on_the_budget_takes_one_last_look_at_its_end(ticker: Ticker) -> None:
+    cancel = threading.Event()
+    end = ticker.t + 10
+    attempts: list[float] = []
+
+    def wait_for(event: threading.Event, seconds: float) -> bool:
+        ticker.t += seconds
+        return False
+
+    def confirm() -> None:
+        attempts.append(ticker.t - 100.0)
+        raise ConnectionError("API unreachable")
+
+    retrying = tenacity.Retrying(
+        stop=stop_at(ticker, end, cancel),
+        wait=tenacity.wait_fixed(4),
+        sleep=sleep_until(wait_for, ticker, end, cancel),
+        reraise=True,
+    )
+    with pytest.raises(ConnectionError):
+        retrying(confirm)
+    assert attempts == [0, 4, 8, 10]
