@@ -236,6 +236,27 @@ def test_output_is_logged_line_by_line_with_the_hook_name(
     assert all(getattr(r, "NOTICE_ID", None) == make_notice().event_id for r in lines)
 
 
+def test_output_is_logged_while_the_hook_still_runs(
+    runner: HookRunner, hooks_dir: Path, out: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    # The hook says one line, then waits for the test to have seen it in the log.
+    body = (
+        "echo first\n"
+        "i=0\n"
+        'while [ ! -e "$OUT/go" ] && [ $i -lt 100 ]; do sleep 0.02; i=$((i+1)); done\n'
+        '[ -e "$OUT/go" ] && echo second\n'
+    )
+
+    def tick() -> None:
+        if "[10-stream] first" in caplog.messages:
+            (out / "go").touch()
+
+    with caplog.at_level(logging.INFO, logger=LOGGER):
+        (result,) = run(runner, [script(hooks_dir, "10-stream", body, timeout=10)], tick=tick)
+    assert result.outcome == OK
+    assert "[10-stream] second" in caplog.messages
+
+
 def test_odd_output_is_made_readable(
     runner: HookRunner, hooks_dir: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
