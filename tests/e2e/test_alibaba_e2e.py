@@ -106,16 +106,17 @@ def test_hardened_mode_token_on_every_get_and_identity_read_once(
     agent = start_agent("alibaba", ecs.url, fast("token_ttl = 600"))
     agent.wait_for_log("watching alibaba")
     wait_until(lambda: polls(ecs) >= 4, 10, "several polls")
-    notify(ecs, 60)
-    assert agent.wait() == exitcodes.FINISHED
-    requests = ecs.requests
-    gets = [r for r in requests if r.method == "GET"]
-    assert gets
-    assert all(r.headers.get(mock.ALIBABA.token_header) for r in gets)
-    puts = [r for r in requests if r.method == "PUT"]
+    watching = ecs.requests
+    puts = [r for r in watching if r.method == "PUT"]
     assert len(puts) == 1, "the token is cached, not fetched per poll"
     assert puts[0].headers[mock.ALIBABA.ttl_header] == "600"
-    assert sum(1 for r in gets if r.path == INSTANCE_ID) == 1
+    assert sum(1 for r in watching if r.path == INSTANCE_ID) == 1
+    assert sum(1 for r in watching if r.path == REGION_ID) == 1
+    notify(ecs, 60)
+    assert agent.wait() == exitcodes.FINISHED
+    gets = [r for r in ecs.requests if r.method == "GET"]
+    assert all(r.headers.get(mock.ALIBABA.token_header) for r in gets), "hardened mode"
+    assert sum(1 for r in gets if r.path == INSTANCE_ID) == 1, "read once for the whole run"
     assert sum(1 for r in gets if r.path == REGION_ID) == 1
     assert "cn-hangzhou" in " ".join(agent.messages())
 
@@ -218,9 +219,13 @@ def test_expired_token_is_renewed(
     agent.wait_for_log("watching alibaba")
     wait_until(lambda: polls(ecs) >= 1, 5, "a first poll")
     ecs.expire_tokens()
+    wait_until(lambda: sum(1 for r in ecs.requests if r.method == "PUT") == 2, 5, "a renewed token")
+    start = polls(ecs)
+    wait_until(lambda: polls(ecs) >= start + 2, 5, "polls with the new token")
+    assert sum(1 for r in ecs.requests if r.method == "PUT") == 2, "renewed once, then cached"
+    assert not warnings(agent), "a renewal is routine, not a failure"
     notify(ecs, 60)
     assert agent.wait() == exitcodes.FINISHED
-    assert len([r for r in ecs.requests if r.method == "PUT"]) == 2
     assert len(hooks.starts("10-drain")) == 1
 
 
