@@ -449,12 +449,22 @@ def test_install_starts_the_service(box: Container, mock: Mock, packages: Packag
     assert props["Type"] == "notify"
     status = box.exec("systemctl", "status", "--no-pager", UNIT).stdout
     assert 'Status: "watching aws' in status, status
+    # WATCHDOG=1 arrives from the loop: systemd's timestamp of the last ping moves on.
+    assert box.show("WatchdogUSec")["WatchdogUSec"] != "0"
+    first = box.show("WatchdogTimestampMonotonic")["WatchdogTimestampMonotonic"]
+    wait_for(
+        "a watchdog ping",
+        lambda: box.show("WatchdogTimestampMonotonic")["WatchdogTimestampMonotonic"] != first,
+        30,
+    )
 
     # The config written before the install is kept, and is the package's conffile.
     assert (box.root / "etc/preempt-agent/agent.toml").read_text() == TEST_CONFIG
     conffiles = box.ok("dpkg-query", "-W", "-f=${Conffiles}", "preempt-agent")
     assert "/etc/preempt-agent/agent.toml" in conffiles
     assert box.ok("preempt-agent", "--version").strip().endswith(packages.version)
+    # Byte-compiled once by the post-install script, as root, for the distribution's Python.
+    assert list((box.root / "usr/lib/preempt-agent/agent/__pycache__").glob("cli.cpython-*.pyc"))
 
     # The agent polls the mock with an IMDSv2 token.
     log = mock.requests()
@@ -545,6 +555,46 @@ def test_upgrade_keeps_the_changed_config(
     assert props["MainPID"] != before, "the upgrade did not restart the running agent"
     assert props["NRestarts"] == "0"
     box.done.add("upgraded")
+
+
+def test_hardening_dropin_keeps_the_agent_working(box: Container) -> None:
+    """The opt-in sandbox of the docs: the agent still starts, reaches READY and watches."""
+    box.require("upgraded")
+    example = box.root / "usr/share/doc/preempt-agent/examples/hardening.conf.example"
+    dropin = box.root / f"etc/systemd/system/{UNIT}.d/hardening.conf"
+    dropin.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copy(example, dropin)
+    try:
+        box.ok("systemctl", "daemon-reload")
+        box.ok("systemctl", "restart", UNIT)
+        wait_for(
+            "the sandboxed agent to watch",
+            lambda: box.show("StatusText")["StatusText"].startswith("watching aws"),
+            30,
+        )
+        props = box.show("ActiveState", "ProtectSystem", "PrivateTmp", "NoNewPrivileges")
+        assert props == {
+            "ActiveState": "active",
+            "ProtectSystem": "strict",
+            "PrivateTmp": "yes",
+            "NoNewPrivileges": "yes",
+        }, box.diagnose()
+        exposure = box.exec("systemd-analyze", "security", "--no-pager", UNIT).stdout
+        print("hardened:", exposure.strip().splitlines()[-1] if exposure.strip() else "?")
+    finally:
+        dropin.unlink()
+        dropin.parent.rmdir()
+        box.ok("systemctl", "daemon-reload")
+    box.ok("systemctl", "restart", UNIT)
+    wait_for(
+        "the unconfined agent to watch again",
+        lambda: box.show("StatusText")["StatusText"].startswith("watching aws"),
+        30,
+    )
+    assert box.show("ProtectSystem")["ProtectSystem"] == "no"
+    exposure = box.exec("systemd-analyze", "security", "--no-pager", UNIT).stdout
+    print("default:", exposure.strip().splitlines()[-1] if exposure.strip() else "?")
+    box.done.add("hardening")
 
 
 def test_remove_reinstall_and_purge(box: Container, upgrade_deb: Packages) -> None:
