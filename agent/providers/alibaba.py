@@ -54,20 +54,28 @@ def parse_release_time(text: str) -> datetime:
     return value.astimezone(timezone.utc)
 
 
+@functools.lru_cache(maxsize=8)
+def _warn_stale(body: str) -> None:
+    """Once per distinct stale value, not once per poll."""
+    LOG.warning("termination-time %r is long past; ignoring it", body)
+
+
 def parse_termination_time(
     body: Optional[str], instance_id: str, now: datetime, action: str = "terminate"
 ) -> Optional[Notice]:
     """The termination-time body into a notice; None (404) or blank means none pending.
 
     ``action`` is what the instance's interruption behaviour makes of it (terminate or
-    stop): the metadata does not say. Raises ValueError for a body that is not a time or a
-    time long past (a stale value must never start a drain).
+    stop): the metadata does not say. Raises ValueError for a body that is not a time. A
+    time long past is a leftover: no notice (a stale value must never start a drain), and
+    not an error either, so polling keeps its pace for the real notice that may follow.
     """
     if body is None or not body.strip():
         return None
     deadline = parse_release_time(body)
     if deadline < now - STALE_AFTER:
-        raise ValueError(f"termination-time {body.strip()!r} is long past; ignoring it")
+        _warn_stale(body.strip())
+        return None
     return Notice(
         provider=NAME,
         kind=n.SPOT_INTERRUPTION,

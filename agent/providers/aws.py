@@ -32,6 +32,7 @@ ASG_STATE = "/latest/meta-data/autoscaling/target-lifecycle-state"
 
 __all__ = ["INSTANCE_ID", "PROVIDER", "AwsProvider", "Instance", "Parser", "PathWatcher"]
 
+ASG_TERMINATED = ("Terminated", "Warmed:Terminated")
 SPOT_ACTIONS = ("terminate", "stop", "hibernate")
 SPOT_DEFAULT_NOTICE = timedelta(minutes=2)
 MAINTENANCE_TIME_FORMAT = "%d %b %Y %H:%M:%S GMT"
@@ -140,8 +141,8 @@ def parse_maintenance(body: str, instance_id: str, now: datetime) -> list[Notice
 
 
 def parse_asg_state(body: str, instance_id: str, now: datetime) -> Optional[Notice]:
-    """``Terminated`` is the only lifecycle state that means this instance is going away."""
-    if body.strip() != "Terminated":
+    """``Terminated`` (or ``Warmed:Terminated`` in a warm pool): this instance is going away."""
+    if body.strip() not in ASG_TERMINATED:
         return None
     return Notice(
         provider=NAME,
@@ -174,9 +175,13 @@ class Instance(imds.Instance):
 class AwsProvider(Provider):
     name = NAME
 
+    def __init__(self) -> None:
+        self.instance: Optional[Instance] = None
+        """The instance behind the watchers, so confirmation reuses its token."""
+
     def watchers(self, config: Config, clock: Clock) -> list[Watcher]:
         aws = config.aws
-        instance = Instance(aws, clock)
+        instance = self.instance = Instance(aws, clock)
         table = (
             ("spot", SPOT_ACTION, aws.spot, parse_spot_action),
             ("rebalance", REBALANCE, aws.rebalance, parse_rebalance),

@@ -113,10 +113,14 @@ def test_body_that_is_not_a_time_raises(body: str) -> None:
         parse_termination_time(body, INSTANCE, NOW)
 
 
-def test_far_past_time_is_stale_and_raises() -> None:
+def test_far_past_time_is_stale_no_notice_and_warned_once(caplog) -> None:
     now = datetime(2026, 11, 22, tzinfo=timezone.utc)
-    with pytest.raises(ValueError, match="long past"):
-        parse_termination_time("2015-01-05T18:02:00Z", INSTANCE, now)
+    with caplog.at_level(logging.WARNING):
+        for _ in range(5):
+            assert parse_termination_time("2016-01-05T18:02:00Z", INSTANCE, now) is None
+    assert [r.getMessage() for r in caplog.records if "long past" in r.getMessage()] == [
+        "termination-time '2016-01-05T18:02:00Z' is long past; ignoring it"
+    ]
 
 
 def test_recently_past_time_is_still_a_notice() -> None:

@@ -256,8 +256,9 @@ def test_maintenance_not_json() -> None:
 # -- Auto Scaling lifecycle state -----------------------------------------------------------------
 
 
-def test_asg_terminated() -> None:
-    notice = parse_asg_state("Terminated\n", IID, NOW)
+@pytest.mark.parametrize("body", ["Terminated\n", "Warmed:Terminated"])
+def test_asg_terminated(body: str) -> None:
+    notice = parse_asg_state(body, IID, NOW)
     assert notice is not None
     assert notice.kind == n.ASG_TERMINATION
     assert notice.terminal
@@ -275,7 +276,6 @@ def test_asg_terminated() -> None:
         "Warmed:Stopped",
         "Warmed:Running",
         "Warmed:Hibernated",
-        "Warmed:Terminated",
         "terminated",
         "",
     ],
