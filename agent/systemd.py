@@ -13,7 +13,14 @@ from typing import Callable, Optional
 
 LOG = logging.getLogger(__name__)
 
-HOOK_ENV_STRIP = ("NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID", "LISTEN_FDS", "LISTEN_PID")
+HOOK_ENV_STRIP = (
+    "NOTIFY_SOCKET",
+    "WATCHDOG_USEC",
+    "WATCHDOG_PID",
+    "LISTEN_FDS",
+    "LISTEN_PID",
+    "LISTEN_FDNAMES",
+)
 """Variables that would let a hook speak to systemd on the agent's behalf."""
 
 

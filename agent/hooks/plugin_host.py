@@ -34,7 +34,10 @@ def main(argv: list[str]) -> int:
         return 1
     if isinstance(result, bool):  # an int too, but True means it worked
         return 0 if result else 1
-    return result if isinstance(result, int) else 0
+    if isinstance(result, int):
+        # An exit status is one byte: 256 would read as success. Out of range is a failure.
+        return result if 0 <= result <= 255 else 1
+    return 0
 
 
 if __name__ == "__main__":
