@@ -29,6 +29,14 @@ class Clock:
         self._wake.clear()
         return woken
 
+    def wait_for(self, event: threading.Event, seconds: float) -> bool:
+        """Wait up to ``seconds`` for ``event``; True when it is set.
+
+        For waits outside the main loop (a confirmation in a worker thread): they must not
+        share :meth:`sleep`'s wake-up event, and a test clock can make them take no time.
+        """
+        return event.wait(max(0.0, seconds))
+
     def wake(self) -> None:
         """End the current :meth:`sleep` early (from a signal handler or another thread)."""
         self._wake.set()

@@ -60,6 +60,11 @@ def _opt(default: Any, check: Callable[[Any], Optional[str]], doc: str = "") -> 
     return field(default=default, metadata={"check": check, "doc": doc})
 
 
+def _secret(doc: str) -> Any:
+    """A credential: kept out of the dataclass repr and of error messages."""
+    return field(default="", repr=False, metadata={"doc": doc, "secret": True})
+
+
 @dataclass(frozen=True)
 class WatcherConfig:
     """One metadata path polled on its own schedule."""
@@ -74,6 +79,8 @@ class AwsConfig:
     token_ttl: int = _opt(21600, _ttl, "IMDSv2 token lifetime, seconds")
     timeout: float = _opt(2.0, _positive, "per-request timeout, seconds")
     max_backoff: float = _opt(10.0, _positive, "longest wait between failing polls")
+    endpoint_url: str = _opt("", _url, "EC2 API endpoint; empty = AWS's own for the region")
+    api_timeout: float = _opt(10.0, _positive, "EC2 API connect and read timeout, seconds")
     spot: WatcherConfig = field(default_factory=partial(WatcherConfig, True, 1.0))
     rebalance: WatcherConfig = field(default_factory=partial(WatcherConfig, True, 5.0))
     maintenance: WatcherConfig = field(default_factory=partial(WatcherConfig, True, 60.0))
@@ -91,6 +98,15 @@ class AlibabaConfig:
         _one_of("terminate", "stop"),
         "the instance's SpotInterruptionBehavior, told to hooks as the action",
     )
+    ecs_endpoint: str = _opt("", _url, "ECS API endpoint; empty = the SDK's for the region")
+    api_timeout: float = _opt(10.0, _positive, "ECS API connect and read timeout, seconds")
+    access_key_id: str = field(
+        default="", metadata={"doc": "API key instead of the instance RAM role; empty = role"}
+    )
+    access_key_secret: str = _secret("the secret of access_key_id")
+    ram_role: str = field(
+        default="", metadata={"doc": "the instance RAM role's name; empty = ask metadata"}
+    )
     spot: WatcherConfig = field(default_factory=partial(WatcherConfig, True, 2.0))
 
 
@@ -107,6 +123,19 @@ class Config:
     sysfs_root: Path = Path("/sys")
     probe_metadata: bool = True
     log_level: str = _opt("info", _one_of(*LOG_LEVELS))
+    confirm: bool = field(
+        default=True,
+        metadata={"doc": "ask the cloud API after a termination drain; off = the notice ends it"},
+    )
+    confirm_grace: float = _opt(
+        60.0, _not_negative, "confirmation goes on this long past the notice deadline"
+    )
+    rebalance_resume_after: float = _opt(
+        3600.0,
+        _not_negative,
+        "a drained rebalance recommendation with no termination this long after is withdrawn; "
+        "0 = only when it disappears",
+    )
     aws: AwsConfig = field(default_factory=AwsConfig)
     alibaba: AlibabaConfig = field(default_factory=AlibabaConfig)
     source: Optional[Path] = field(default=None, metadata={"internal": True})
@@ -149,7 +178,10 @@ def _build(cls: Any, table: dict[str, Any], prefix: str, errors: list[str]) -> A
         if key not in fields:
             errors.append(f"{prefix}{key}: unknown setting (known: {', '.join(sorted(fields))})")
             continue
+        before = len(errors)
         value = _convert(prefix + key, hints[key], raw, errors)
+        if fields[key].metadata.get("secret"):
+            errors[before:] = [e.replace(repr(raw), "'***'") for e in errors[before:]]
         if value is None:
             continue
         check = fields[key].metadata.get("check")

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import abc
 import enum
+import importlib
+import threading
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Optional
+from typing import TYPE_CHECKING, Callable, Optional
 
 if TYPE_CHECKING:
     from agent.clock import Clock
@@ -29,8 +31,11 @@ class Watcher(abc.ABC):
 
 class Verdict(enum.Enum):
     CONFIRMED = "confirmed"
+    """The API shows the interruption under way (or done)."""
     WITHDRAWN = "withdrawn"
+    """The notice left the metadata service and the API shows the instance unaffected."""
     UNKNOWN = "unknown"
+    """No answer either way within the budget (``detail`` says what was last seen)."""
 
 
 @dataclass(frozen=True)
@@ -41,6 +46,10 @@ class Confirmation:
     detail: str
 
 
+API_MODULES = {"aws": "agent.providers.aws_api", "alibaba": "agent.providers.alibaba_api"}
+"""Confirmation per cloud, apart from the watchers: they import an SDK, so only on use."""
+
+
 class Provider(abc.ABC):
     name: str
 
@@ -49,10 +58,27 @@ class Provider(abc.ABC):
         """The enabled watchers for this cloud, built from the config."""
 
     def confirm(
-        self, notice: Notice, config: Config, clock: Clock, budget_end: float
+        self,
+        notice: Notice,
+        config: Config,
+        clock: Clock,
+        budget_end: float,
+        *,
+        gone: Callable[[], bool] = lambda: False,
+        cancel: Optional[threading.Event] = None,
     ) -> Optional[Confirmation]:
         """Ask the cloud API whether ``notice`` is really under way, until ``budget_end``.
 
-        None means this provider cannot confirm; the metadata signal alone then ends the run.
+        ``budget_end`` is on ``clock.monotonic()``; ``gone()`` tells whether the notice has
+        left the metadata service (needed for WITHDRAWN); ``cancel`` ends the wait early.
+        None means this provider cannot confirm (no API module, no SDK, no credentials,
+        no permission); the metadata signal alone then ends the run.
         """
-        return None
+        module = API_MODULES.get(self.name)
+        if module is None:
+            return None
+        api = importlib.import_module(module)
+        result: Optional[Confirmation] = api.confirm(
+            self, notice, config, clock, budget_end, gone=gone, cancel=cancel
+        )
+        return result

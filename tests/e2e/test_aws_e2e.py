@@ -17,7 +17,9 @@ from tests.e2e.harness import process_gone, wait_until
 SPOT = "/latest/meta-data/spot/instance-action"
 REBALANCE = "/latest/meta-data/events/recommendations/rebalance"
 INTERVAL = 0.5
+# These tests are about watching and draining; the cloud API part is in test_confirm_e2e.py.
 FAST = f"""
+confirm = false
 [aws]
 metadata_url = "@URL@"
 timeout = 1.0
