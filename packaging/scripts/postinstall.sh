@@ -37,7 +37,6 @@ case "$1" in
 esac
 
 rm -f "$REMOVED_MARK"
-chmod 0755 /etc/preempt-agent /etc/preempt-agent/hooks.d 2>/dev/null || true
 
 if [ "$mode" != abort ]; then
     compile_python

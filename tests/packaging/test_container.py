@@ -362,14 +362,22 @@ def power_off(box: Container) -> None:
         )
 
 
-@pytest.fixture(scope="module")
-def mock_and_container(
-    packages: Packages, upgrade_deb: Packages, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[tuple[Mock, Container]]:
+@pytest.fixture(scope="session")
+def container_host() -> None:
+    """Skip before anything is built when this host cannot run the container."""
     need_root()
     need("systemd-nspawn", "ip", "nsenter", "unshare", "tar", "dpkg-deb")
     if not BASE_TAR.exists():
         need("debootstrap")
+
+
+@pytest.fixture(scope="module")
+def mock_and_container(
+    container_host: None,
+    packages: Packages,
+    upgrade_deb: Packages,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[tuple[Mock, Container]]:
     build_base_tarball()
     root = tmp_path_factory.mktemp("container") / "root"
     root.mkdir()
