@@ -8,8 +8,8 @@ appear a few seconds later, and prints the timeline. The notice window is shorte
 
 from __future__ import annotations
 
+import os
 import subprocess
-import sys
 import tempfile
 import textwrap
 import time
@@ -19,6 +19,7 @@ from typing import Callable
 
 from agent import exitcodes
 from agent import mock_metadata as mock
+from agent.interpreter import python_command, python_env
 
 WINDOW = 30.0
 
@@ -117,7 +118,8 @@ def run_demo(provider: str = "aws", lead: float = 4.0) -> int:
         say(f"a spot notice appears at {path} in {lead:.0f} s, deadline {mock.rfc3339(deadline)}")
         say(f"starting: preempt-agent --config {config} run")
         child = subprocess.Popen(
-            [sys.executable, "-m", "agent", "--config", str(config), "--log-format", "text", "run"],
+            python_command("agent", "--config", str(config), "--log-format", "text", "run"),
+            env=python_env(os.environ),
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             text=True,

@@ -90,8 +90,8 @@ def notifier_from_env(env: Mapping[str, str] = os.environ) -> Notifier:
         from systemd import daemon
     except ImportError:
         LOG.warning(
-            "NOTIFY_SOCKET is set but systemd-python is not installed: systemd will not be told "
-            "the agent is ready (install python3-systemd)"
+            "NOTIFY_SOCKET is set but systemd-python is not installed: systemd will never hear "
+            "READY=1 and a Type=notify unit times out; install python3-systemd (or systemd-python)"
         )
         return Notifier()
     interval = None

@@ -22,6 +22,8 @@ class Hook:
     kinds: frozenset[str] = TERMINAL_KINDS
     resume: bool = False
     timeout: Optional[float] = None
+    imports_agent: bool = False
+    """Runs agent code (the plugin host), so it gets the agent's import path."""
 
     def handles(self, kind: str, phase: str) -> bool:
         return kind in self.kinds and (phase == DRAIN or self.resume)

@@ -9,11 +9,11 @@ kill and output rules apply to it as to a script, and a broken plugin cannot hur
 from __future__ import annotations
 
 import logging
-import sys
 from importlib import metadata
 from typing import Any
 
 from agent.hooks import DRAIN, RESUME, Hook, Refused
+from agent.interpreter import python_command
 from agent.notice import KINDS, TERMINAL_KINDS
 
 LOG = logging.getLogger(__name__)
@@ -63,11 +63,12 @@ def discover() -> tuple[list[Hook], list[Refused]]:
         hooks.append(
             Hook(
                 name=name,
-                argv=(sys.executable, "-m", "agent.hooks.plugin_host", ep.name),
+                argv=python_command("agent.hooks.plugin_host", ep.name),
                 origin=ep.value,
                 kinds=kinds,
                 resume=phase_function(target, RESUME) is not None,
                 timeout=float(timeout) if timeout else None,
+                imports_agent=True,
             )
         )
     return hooks, refused

@@ -24,6 +24,7 @@ from typing import IO, Callable, Optional
 
 from agent.clock import Clock, utc_rfc3339
 from agent.hooks import Hook
+from agent.interpreter import python_env
 from agent.logs import fields
 from agent.notice import Notice
 from agent.systemd import hook_environment
@@ -139,7 +140,7 @@ class HookRunner:
         log_fields = fields(
             HOOK=hook.name, NOTICE_ID=notice.event_id, KIND=notice.kind, PHASE=phase
         )
-        env = dict(self._env)
+        env = python_env(self._env) if hook.imports_agent else dict(self._env)
         env.update(hook_variables(notice, phase, deadline, now, timeout, dry_run))
         LOG.info(
             "hook %s: starting (%s, %.0f s allowed)", hook.name, phase, timeout, extra=log_fields

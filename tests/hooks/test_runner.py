@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
@@ -198,6 +199,23 @@ def test_systemd_variables_are_not_inherited(
     env = json.loads((out / "report.json").read_text())["env"]
     assert env["KEEP_ME"] == "kept"
     assert not {"NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID"} & set(env)
+
+
+def test_only_hooks_that_run_agent_code_get_the_agents_import_path(
+    hooks_dir: Path, out: Path, runner: HookRunner
+) -> None:
+    """A packaged agent lives outside the system path: the plugin host must find it, while
+    users' script hooks must not see the libraries bundled with it."""
+    script_hook = python_hook(hooks_dir, "10-report", REPORT)
+    plugin_like = dataclasses.replace(script_hook, name="plugin:report", imports_agent=True)
+    (first,) = run(runner, [script_hook])
+    script_env = json.loads((out / "report.json").read_text())["env"]
+    (second,) = run(runner, [plugin_like])
+    plugin_env = json.loads((out / "report.json").read_text())["env"]
+    assert first.outcome == second.outcome == OK
+    assert "PYTHONPATH" not in script_env
+    repo = str(Path(__file__).resolve().parents[2])
+    assert repo in plugin_env["PYTHONPATH"].split(os.pathsep)
 
 
 def test_hooks_run_in_the_root_folder_in_their_own_session(
