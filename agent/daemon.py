@@ -363,6 +363,7 @@ class Daemon:
         """
         notice = drain.notice
         drain.stage = CONFIRMING
+        self.notifier.status(f"confirming {notice.action}")
         if self._stop:
             drain.cancel.set()
         budget_end = self.clock.monotonic_at(deadline) + self.config.confirm_grace
@@ -519,7 +520,7 @@ class Daemon:
             self._forget(event_id)
         elif status in (state.DRAINING, state.DRAINED):
             return  # waiting for a drain, or a termination whose confirmation will decide
-        del self._tracked[event_id]
+        self._tracked.pop(event_id, None)
 
     def _maybe_expire(self, tracked: _Tracked, now: float) -> None:
         """A rebalance recommendation that stays without becoming a termination is withdrawn.
