@@ -184,6 +184,8 @@ def simulate(config: Config, kind: str, action: str, seconds: float, phase: str)
     for bad in refused:
         LOG.error("refusing hook %s: %s", bad.name, bad.reason)
     todo = [h for h in hooks if h.handles(kind, phase)]
+    if phase == "resume":
+        todo.reverse()  # as the daemon does: undo in the opposite order of the drain
     end = clock.monotonic_at(deadline) - config.safety_margin
     runner = HookRunner(clock, config.kill_grace, config.hook_timeout)
     results = runner.run(todo, notice, phase, end, deadline, dry_run=True)
