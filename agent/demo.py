@@ -89,6 +89,8 @@ def _write_setup(folder: Path, provider: str, url: str) -> Path:
             kill_grace = 1
             plugins = false
             probe_metadata = false
+            # No cloud API behind the mock: never ask a real one with whatever keys are around.
+            confirm = false
 
             [{provider}]
             metadata_url = "{url}"
