@@ -73,7 +73,9 @@ class StateStore:
             aside = self.path.with_name(f"{FILE_NAME}.damaged")
             with contextlib.suppress(OSError):
                 os.replace(self.path, aside)
-            LOG.error("state file %s is damaged (%s); moved to %s, starting fresh", self.path, exc, aside)
+            LOG.error(
+                "state file %s is damaged (%s); moved to %s, starting fresh", self.path, exc, aside
+            )
             return
         if data.get("boot_id") != self.boot_id:
             LOG.info("state file %s is from an earlier boot; ignoring it", self.path)
@@ -89,7 +91,9 @@ class StateStore:
         """Notices whose drain a previous process of this boot started and did not finish."""
         with self._lock:
             return [
-                Notice.from_dict(r["notice"]) for r in self._records.values() if r["status"] == DRAINING
+                Notice.from_dict(r["notice"])
+                for r in self._records.values()
+                if r["status"] == DRAINING
             ]
 
     def start(self, notice: Notice) -> None:
