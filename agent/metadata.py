@@ -8,6 +8,7 @@ Alibaba source reuses the EC2 token flow.
 from __future__ import annotations
 
 import logging
+import threading
 from typing import Optional
 
 import requests
@@ -60,6 +61,7 @@ class MetadataClient:
         self._token: Optional[str] = None
         self._token_expires = 0.0
         self._tokenless = False
+        self._lock = threading.Lock()
         self._session = requests.Session()
         # Link-local addresses must never go through an HTTP proxy from the environment.
         self._session.trust_env = False
@@ -104,8 +106,13 @@ class MetadataClient:
         """The body at ``path``, or None when the service says 404 (nothing there).
 
         Raises MetadataError for anything transient: no connection, timeouts, 5xx, 429,
-        a token that is refused twice.
+        a token that is refused twice. Safe to call from several threads: the watchers poll
+        from the main loop while a confirmation reads credentials from a worker.
         """
+        with self._lock:
+            return self._get(path)
+
+    def _get(self, path: str) -> Optional[str]:
         for attempt in (1, 2):
             token = self._token_value()
             headers = {self._token_header: token} if token else {}

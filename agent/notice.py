@@ -37,6 +37,32 @@ class Notice:
     raw: str
     detected_at: datetime
 
+    @classmethod
+    def observed(
+        cls,
+        provider: str,
+        kind: str,
+        action: str,
+        instance_id: str,
+        deadline: Optional[datetime],
+        raw: str,
+        now: datetime,
+        cloud_event_id: str = "",
+    ) -> Notice:
+        """A notice as a watcher sees it, with the stable ``event_id`` built in one place:
+        provider, instance, kind and the cloud's own event id when it has one."""
+        parts = [provider, instance_id, kind] + ([cloud_event_id] if cloud_event_id else [])
+        return cls(
+            provider=provider,
+            kind=kind,
+            action=action,
+            instance_id=instance_id,
+            event_id=":".join(parts),
+            deadline=deadline,
+            raw=raw,
+            detected_at=now,
+        )
+
     @property
     def terminal(self) -> bool:
         return self.kind in TERMINAL_KINDS

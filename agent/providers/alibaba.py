@@ -76,17 +76,8 @@ def parse_termination_time(
     if deadline < now - STALE_AFTER:
         _warn_stale(body.strip())
         return None
-    return Notice(
-        provider=NAME,
-        kind=n.SPOT_INTERRUPTION,
-        action=action,
-        instance_id=instance_id,
-        # Keyed on instance and kind: one instance is released once, whatever the body says.
-        event_id=f"{NAME}:{instance_id}:{n.SPOT_INTERRUPTION}",
-        deadline=deadline,
-        raw=body,
-        detected_at=now,
-    )
+    # Keyed on instance and kind: one instance is released once, whatever the body says.
+    return Notice.observed(NAME, n.SPOT_INTERRUPTION, action, instance_id, deadline, body, now)
 
 
 class Instance(imds.Instance):

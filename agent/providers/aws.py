@@ -64,17 +64,8 @@ def parse_spot_action(body: str, instance_id: str, now: datetime) -> Notice:
         LOG.warning(
             "spot instance-action time %r unreadable; assuming %s", data.get("time"), deadline
         )
-    return Notice(
-        provider=NAME,
-        kind=n.SPOT_INTERRUPTION,
-        action=action,
-        instance_id=instance_id,
-        # Keyed on instance and kind only: AWS's own mock rewrites "time" on every answer.
-        event_id=f"{NAME}:{instance_id}:{n.SPOT_INTERRUPTION}",
-        deadline=deadline,
-        raw=body,
-        detected_at=now,
-    )
+    # Keyed on instance and kind only: AWS's own mock rewrites "time" on every answer.
+    return Notice.observed(NAME, n.SPOT_INTERRUPTION, action, instance_id, deadline, body, now)
 
 
 def parse_rebalance(body: str, instance_id: str, now: datetime) -> Notice:
@@ -82,16 +73,8 @@ def parse_rebalance(body: str, instance_id: str, now: datetime) -> Notice:
     data = _json(body, "rebalance recommendation")
     if not isinstance(data, dict):
         raise ValueError(f"rebalance recommendation is not an object: {body[:80]!r}")
-    return Notice(
-        provider=NAME,
-        kind=n.REBALANCE_RECOMMENDATION,
-        action="rebalance",
-        instance_id=instance_id,
-        event_id=f"{NAME}:{instance_id}:{n.REBALANCE_RECOMMENDATION}",
-        deadline=None,
-        raw=body,
-        detected_at=now,
-    )
+    kind = n.REBALANCE_RECOMMENDATION
+    return Notice.observed(NAME, kind, "rebalance", instance_id, None, body, now)
 
 
 def parse_maintenance_time(text: Any) -> Optional[datetime]:
@@ -126,15 +109,15 @@ def parse_maintenance(body: str, instance_id: str, now: datetime) -> list[Notice
                 item.get("NotBefore"),
             )
         notices.append(
-            Notice(
-                provider=NAME,
-                kind=n.SCHEDULED_MAINTENANCE,
-                action=str(item["Code"]),
-                instance_id=instance_id,
-                event_id=f"{NAME}:{instance_id}:{n.SCHEDULED_MAINTENANCE}:{item['EventId']}",
-                deadline=deadline,
-                raw=json.dumps(item, sort_keys=True),
-                detected_at=now,
+            Notice.observed(
+                NAME,
+                n.SCHEDULED_MAINTENANCE,
+                str(item["Code"]),
+                instance_id,
+                deadline,
+                json.dumps(item, sort_keys=True),
+                now,
+                cloud_event_id=str(item["EventId"]),
             )
         )
     return notices
@@ -144,16 +127,7 @@ def parse_asg_state(body: str, instance_id: str, now: datetime) -> Optional[Noti
     """``Terminated`` (or ``Warmed:Terminated`` in a warm pool): this instance is going away."""
     if body.strip() not in ASG_TERMINATED:
         return None
-    return Notice(
-        provider=NAME,
-        kind=n.ASG_TERMINATION,
-        action="terminate",
-        instance_id=instance_id,
-        event_id=f"{NAME}:{instance_id}:{n.ASG_TERMINATION}",
-        deadline=None,
-        raw=body,
-        detected_at=now,
-    )
+    return Notice.observed(NAME, n.ASG_TERMINATION, "terminate", instance_id, None, body, now)
 
 
 def parse_identity(body: str) -> dict[str, Any]:
