@@ -526,6 +526,16 @@ def test_spot_notice_runs_hooks_and_exits(box: Container, mock: Mock) -> None:
         assert secret not in everything, f"{secret} leaked into the hook's environment"
     payload = json.loads((out / "notice.json").read_text())
     assert INSTANCE_ID in json.dumps(payload)
+
+    # Under journald the log carries structured fields, not just text.
+    raw = box.exec("journalctl", "--no-pager", "-o", "json", "-u", UNIT).stdout
+    entries = [json.loads(line) for line in raw.splitlines() if line.startswith("{")]
+    hook_done = [e for e in entries if e.get("HOOK") == "50-record" and e.get("OUTCOME") == "ok"]
+    assert hook_done, f"no journal entry with HOOK=50-record OUTCOME=ok\n{box.diagnose()}"
+    assert hook_done[0]["NOTICE_ID"] == env["PREEMPT_EVENT_ID"]
+    assert hook_done[0]["SYSLOG_IDENTIFIER"] == "preempt-agent"
+    noticed = [e for e in entries if e.get("KIND") == "spot-interruption" and e.get("PROVIDER")]
+    assert noticed and noticed[0]["PROVIDER"] == "aws"
     box.done.add("drained")
 
 
