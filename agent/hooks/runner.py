@@ -20,7 +20,7 @@ import threading
 from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass
 from datetime import datetime, timedelta
-from typing import IO, Callable, Optional
+from typing import IO, Callable, Optional, Union
 
 from agent.clock import Clock, utc_rfc3339
 from agent.hooks import Hook
@@ -85,7 +85,7 @@ class HookRunner:
         hooks: Iterable[Hook],
         notice: Notice,
         phase: str,
-        end: float,
+        end: Union[float, Callable[[], float]],
         deadline: datetime,
         *,
         dry_run: bool = False,
@@ -94,15 +94,21 @@ class HookRunner:
         on_start: Callable[[Hook], None] = lambda hook: None,
         on_result: Callable[[Hook, HookResult], None] = lambda hook, result: None,
     ) -> list[HookResult]:
-        """Run ``hooks`` in order until the monotonic time ``end``; return every result.
+        """Run ``hooks`` in order so that all are over by the monotonic time ``end``.
 
-        ``deadline`` is the wall-clock instant hooks are told about; ``tick`` is called
-        while waiting (the daemon pings its watchdog there); ``cancel`` stops the run early.
+        ``end`` may be a callable, read again while hooks run, so a caller can bring it
+        forward (a termination with an earlier deadline). A hook gets SIGTERM ``kill_grace``
+        before ``end`` (or at its own timeout), so even a hook that ignores SIGTERM is gone
+        by ``end``. ``deadline`` is the wall-clock instant hooks are told about; ``tick`` is
+        called while waiting (the daemon pings its watchdog there); ``cancel`` stops the
+        run early. A hook that cannot be started, for whatever reason, is an ``error``
+        result and the next one runs.
         """
         cancel = cancel or threading.Event()
+        end_at = end if callable(end) else (lambda: end)
         results = []
         for hook in hooks:
-            left = end - self._clock.monotonic()
+            left = end_at() - self._grace - self._clock.monotonic()
             if cancel.is_set() or left <= 0:
                 why = "run cancelled" if cancel.is_set() else "no time left before the deadline"
                 result = HookResult(
@@ -115,11 +121,17 @@ class HookRunner:
                     extra=fields(HOOK=hook.name, OUTCOME=SKIPPED, NOTICE_ID=notice.event_id),
                 )
             else:
-                limits = [left] + [t for t in (hook.timeout, self._hook_timeout) if t]
+                own = min([t for t in (hook.timeout, self._hook_timeout) if t], default=None)
                 on_start(hook)
-                result = self._run_one(
-                    hook, notice, phase, min(limits), deadline, dry_run, cancel, tick
-                )
+                try:
+                    result = self._run_one(
+                        hook, notice, phase, own, end_at, deadline, dry_run, cancel, tick
+                    )
+                except Exception as exc:  # a full /tmp, a pipe failure: this hook only
+                    LOG.exception("hook %s: could not be run", hook.name)
+                    result = HookResult(
+                        hook.name, ERROR, None, utc_rfc3339(self._clock.now()), 0.0, repr(exc)
+                    )
             results.append(result)
             on_result(hook, result)
         return results
@@ -129,7 +141,8 @@ class HookRunner:
         hook: Hook,
         notice: Notice,
         phase: str,
-        timeout: float,
+        own_timeout: Optional[float],
+        end_at: Callable[[], float],
         deadline: datetime,
         dry_run: bool,
         cancel: threading.Event,
@@ -137,6 +150,13 @@ class HookRunner:
     ) -> HookResult:
         now = self._clock.now()
         started = self._clock.monotonic()
+
+        def stop_at() -> float:
+            """When SIGTERM goes out: the hook's own limit, or kill_grace before the end."""
+            by_end = end_at() - self._grace
+            return min(by_end, started + own_timeout) if own_timeout else by_end
+
+        timeout = stop_at() - started
         log_fields = fields(
             HOOK=hook.name, NOTICE_ID=notice.event_id, KIND=notice.kind, PHASE=phase
         )
@@ -186,19 +206,19 @@ class HookRunner:
             target=self._stream, args=(hook.name, proc.stdout, log_fields), daemon=True
         )
         reader.start()
-        stop_at = started + timeout
         while True:
             try:
                 code = proc.wait(
-                    timeout=max(0.0, min(WAIT_STEP, stop_at - self._clock.monotonic()))
+                    timeout=max(0.0, min(WAIT_STEP, stop_at() - self._clock.monotonic()))
                 )
                 break
             except subprocess.TimeoutExpired:
                 tick()
-                if cancel.is_set() or self._clock.monotonic() >= stop_at:
+                if cancel.is_set() or self._clock.monotonic() >= stop_at():
                     self._kill(proc, tick)
                     reader.join(timeout=1.0)
-                    why = "run cancelled" if cancel.is_set() else f"timed out after {timeout:.1f} s"
+                    elapsed = self._clock.monotonic() - started
+                    why = "run cancelled" if cancel.is_set() else f"timed out after {elapsed:.1f} s"
                     return finish(TIMEOUT, proc.returncode, why)
         reader.join(timeout=1.0)
         if code == 0:
@@ -230,7 +250,8 @@ class HookRunner:
         if pipe is None:  # pragma: no cover - stdout=PIPE always gives one
             return
         with pipe:
-            for raw in iter(pipe.readline, b""):
+            # Bounded reads: a hook printing without newlines cannot grow the agent's memory.
+            for raw in iter(lambda: pipe.readline(MAX_LINE), b""):
                 line = raw[:MAX_LINE].decode("utf-8", "replace").rstrip("\r\n")
                 LOG.info("[%s] %s", name, line, extra=log_fields)
 

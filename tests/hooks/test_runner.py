@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import logging
@@ -502,3 +503,77 @@ def test_hook_deadline() -> None:
     assert hook_deadline(with_deadline, now, 600) == now + timedelta(seconds=90)
     without = Notice(**{**with_deadline.__dict__, "deadline": None})
     assert hook_deadline(without, now, 600) == now + timedelta(seconds=600)
+
+
+# -- the end is a hard bound --------------------------------------------------------------------
+
+
+def test_a_hook_ignoring_sigterm_is_gone_by_the_end(hooks_dir: Path, out: Path) -> None:
+    """SIGTERM goes out kill_grace before the end, so SIGKILL lands by the end itself."""
+    runner = HookRunner(Clock(), kill_grace=0.5, base_env={"PATH": os.defpath, "OUT": str(out)})
+    body = "trap '' TERM\nwhile :; do sleep 0.05; done\n"
+    end = time.monotonic() + 1.5
+    (result,) = runner.run(
+        [script(hooks_dir, "10-stubborn", body)],
+        make_notice(),
+        "drain",
+        end,
+        make_notice().deadline,
+    )
+    finished = time.monotonic()
+    assert result.outcome == TIMEOUT and result.exit_code == -9
+    assert finished <= end + 0.3, f"the hook outlived the end by {finished - end:.2f} s"
+
+
+def test_an_end_brought_forward_cuts_the_running_hook(runner: HookRunner, hooks_dir: Path) -> None:
+    """A termination with an earlier deadline shortens the hook already running."""
+    bound = {"end": time.monotonic() + 60}
+    threading.Timer(0.3, lambda: bound.update(end=time.monotonic() + 0.5)).start()
+    notice = make_notice()
+    started = time.monotonic()
+    (result,) = runner.run(
+        [script(hooks_dir, "10-long", "exec sleep 60\n")],
+        notice,
+        "drain",
+        lambda: bound["end"],
+        notice.deadline,
+    )
+    assert result.outcome == TIMEOUT
+    assert time.monotonic() - started < 3
+
+
+def test_output_without_newlines_is_read_in_bounded_pieces(
+    runner: HookRunner, hooks_dir: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    flood = "awk 'BEGIN { while (i++ < 100000) printf \"x\" }'\n"
+    with caplog.at_level(logging.INFO, logger=LOGGER):
+        (result,) = run(runner, [script(hooks_dir, "10-flood", flood)])
+    assert result.outcome == OK
+    pieces = [m for m in caplog.messages if m.startswith("[10-flood] x")]
+    assert len(pieces) == 13, "100000 bytes in pieces of at most 8192"
+    assert all(len(m) <= len("[10-flood] ") + 8192 for m in pieces)
+
+
+@pytest.mark.root
+def test_a_full_temp_folder_is_an_error_for_that_hook_and_the_next_runs(
+    runner: HookRunner, hooks_dir: Path, out: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    if os.geteuid() != 0:
+        pytest.skip("mounting a tiny tmpfs needs root")
+    import subprocess
+    import tempfile
+
+    full = tmp_path / "full"
+    full.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4k", "tmpfs", str(full)], check=True)
+    try:
+        with (full / "filler").open("wb") as handle, contextlib.suppress(OSError):
+            handle.write(b"x" * 65536)
+        monkeypatch.setattr(tempfile, "tempdir", str(full))
+        hooks = [script(hooks_dir, "10-a", 'touch "$OUT/a"\n'), script(hooks_dir, "20-b", "true\n")]
+        first, second = run(runner, hooks)
+        assert first.outcome == ERROR and "No space left" in first.detail
+        monkeypatch.setattr(tempfile, "tempdir", None)
+    finally:
+        subprocess.run(["umount", str(full)], check=False)
+    assert second.outcome == ERROR, "the same full folder fails the next hook too, cleanly"
