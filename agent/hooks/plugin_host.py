@@ -1,5 +1,7 @@
 """Runs one plugin hook in its own process: ``python -m agent.hooks.plugin_host NAME PHASE``.
 
+``--describe`` instead prints what every plugin handles (see :func:`plugins.discover`).
+
 The notice arrives as JSON on stdin and the context in PREEMPT_* variables, exactly as for
 a script. A plugin's return value, if an int, is the exit code (True is 0, False is 1); an
 exception is exit 1.
@@ -13,10 +15,13 @@ import sys
 import traceback
 
 from agent.hooks import PHASES
-from agent.hooks.plugins import load, phase_function
+from agent.hooks.plugins import describe_all, load, phase_function
 
 
 def main(argv: list[str]) -> int:
+    if argv == ["--describe"]:
+        print(describe_all())
+        return 0
     if len(argv) != 2 or argv[1] not in PHASES:
         print("usage: python -m agent.hooks.plugin_host NAME drain|resume", file=sys.stderr)
         return 2

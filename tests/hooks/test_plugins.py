@@ -231,9 +231,10 @@ def test_broken_plugins_are_refused_with_a_reason_and_the_rest_load(site: Path) 
     assert reasons["plugin:t-missing"].startswith(
         "cannot load preempt_agent_testplugin:no_such_function: AttributeError"
     )
-    assert reasons["plugin:t-badkinds"] == "unknown kinds ['preempted']"
+    assert "ValueError: unknown kinds ['preempted']" in reasons["plugin:t-badkinds"]
     assert reasons["plugin:t-notcallable"] == (
-        "preempt_agent_testplugin:not_callable is neither callable nor has drain()"
+        "cannot load preempt_agent_testplugin:not_callable: "
+        "ValueError: neither callable nor has drain()"
     )
     assert "plugin:t-simple" in ours(hooks)
 
@@ -377,3 +378,63 @@ def test_host_unknown_plugin_is_exit_1_with_a_traceback(site: Path, out: Path) -
     done = host(site, out, "t-nope", "drain")
     assert done.returncode == 1
     assert "LookupError: no preempt_agent.hooks entry point named 't-nope'" in done.stderr
+
+
+# -- plugin code never runs inside the agent ----------------------------------------------------
+
+ISOLATION_PLUGINS = {
+    "preempt_agent_exits_on_import": "import sys\nsys.exit(3)\n",
+    "preempt_agent_hangs_on_import": "import time\ntime.sleep(60)\n",
+    "preempt_agent_odd_attributes": (
+        "def drain(notice, context):\n    return 0\n"
+        "class Everything:\n    kinds = 'all'\n"
+        "    def drain(self, notice, context):\n        return 0\n"
+        "everything = Everything()\n"
+        "class BadTimeout:\n    timeout = '30s'\n"
+        "    def drain(self, notice, context):\n        return 0\n"
+        "bad_timeout = BadTimeout()\n"
+    ),
+}
+
+
+def isolation_site(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, with_hang: bool) -> None:
+    folder = tmp_path / "isolation-site"
+    folder.mkdir()
+    for module, text in ISOLATION_PLUGINS.items():
+        (folder / f"{module}.py").write_text(text, encoding="utf-8")
+    entry_points = (
+        "[preempt_agent.hooks]\n"
+        "i-exits = preempt_agent_exits_on_import:drain\n"
+        "i-everything = preempt_agent_odd_attributes:everything\n"
+        "i-badtimeout = preempt_agent_odd_attributes:bad_timeout\n"
+        "i-fine = preempt_agent_odd_attributes:drain\n"
+    ) + ("i-hangs = preempt_agent_hangs_on_import:drain\n" if with_hang else "")
+    add_distribution(folder, "preempt_agent_isolation", entry_points)
+    monkeypatch.syspath_prepend(str(folder))
+    importlib.invalidate_caches()
+
+
+def test_odd_plugins_are_refused_one_by_one_without_running_in_the_agent(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    isolation_site(tmp_path, monkeypatch, with_hang=False)
+    hooks, refused = plugins.discover()
+    found = {h.name: h for h in hooks if h.name.startswith("plugin:i-")}
+    reasons = {r.name: r.reason for r in refused if r.name.startswith("plugin:i-")}
+    assert sorted(found) == ["plugin:i-everything", "plugin:i-fine"]
+    assert found["plugin:i-everything"].kinds == frozenset(n.KINDS), "kinds = 'all' as for scripts"
+    assert "SystemExit: 3" in reasons["plugin:i-exits"]
+    assert "ValueError: could not convert string to float: '30s'" in reasons["plugin:i-badtimeout"]
+    assert not {m for m in sys.modules if m.startswith("preempt_agent_")} & set(ISOLATION_PLUGINS)
+
+
+def test_a_plugin_import_that_hangs_is_bounded(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    isolation_site(tmp_path, monkeypatch, with_hang=True)
+    started = time.monotonic()
+    hooks, refused = plugins.discover(timeout=1.0)
+    assert time.monotonic() - started < 5
+    assert [h for h in hooks if h.name.startswith("plugin:i-")] == []
+    assert [r.name for r in refused] == ["plugins"]
+    assert "took more than 1 s" in refused[0].reason
