@@ -11,6 +11,17 @@ import tenacity
 LOG = logging.getLogger(__name__)
 
 StopCheck = Callable[[tenacity.RetryCallState], bool]
+WaitStrategy = Callable[[tenacity.RetryCallState], float]
+
+
+def capped_exponential_wait(initial: float, maximum: float, jitter: float) -> WaitStrategy:
+    """A tenacity ``wait=``: ``initial`` doubling per attempt plus up to ``jitter``, never more
+    than ``maximum``. Built from waits that every tenacity release has
+    (``wait_exponential_jitter``'s arguments differ between 8.x and 9.x)."""
+    wait = tenacity.wait_exponential(multiplier=initial, max=maximum) + tenacity.wait_random(
+        0, jitter
+    )
+    return lambda state: min(maximum, float(wait(state)))
 
 
 class Backoff:
@@ -18,16 +29,11 @@ class Backoff:
 
     The poll loop cannot wrap a single function in ``tenacity.retry``: a failing watcher must
     wait longer between polls while the others keep their pace. This keeps a per-watcher
-    attempt count and asks tenacity's exponential and random waits for each delay, never
-    more than ``maximum`` jitter included.
+    attempt count and asks :func:`capped_exponential_wait` for each delay.
     """
 
     def __init__(self, initial: float, maximum: float, jitter: float = 0.5) -> None:
-        # wait_exponential + wait_random exist in every tenacity release distributions ship;
-        # wait_exponential_jitter's "initial" is deprecated in 9.x and "multiplier" absent in 8.x.
-        exponential = tenacity.wait_exponential(multiplier=initial, max=maximum)
-        self._wait = exponential + tenacity.wait_random(0, jitter)
-        self._maximum = maximum
+        self._wait = capped_exponential_wait(initial, maximum, jitter)
         self._state = tenacity.RetryCallState(retry_object=None, fn=None, args=(), kwargs={})  # type: ignore[arg-type]
         self.failures = 0
 
@@ -35,7 +41,7 @@ class Backoff:
         """Record one more failure and return how long to wait before trying again."""
         self.failures += 1
         self._state.attempt_number = self.failures
-        return min(self._maximum, float(self._wait(self._state)))
+        return self._wait(self._state)
 
     def reset(self) -> None:
         self.failures = 0

@@ -55,7 +55,7 @@ def confirm(
     cancel: Optional[threading.Event],
 ) -> Optional[Confirmation]:
     """See :meth:`agent.providers.base.Provider.confirm`."""
-    instance = _watchers_instance(provider, config.alibaba)
+    instance = confirming.watchers_instance(provider, config.alibaba.metadata_url, alibaba.Instance)
     ecs = Ecs(config.alibaba, clock, instance)
     return confirming.run(
         lambda: ecs.look(notice),
@@ -164,9 +164,11 @@ class Ecs:
                 from aliyunsdkcore.acs_exception import exceptions
                 from aliyunsdkcore.auth import credentials
                 from aliyunsdkecs.request.v20140526 import DescribeInstancesRequest
-            except ImportError:
+            except ImportError as exc:
+                # The SDK is bundled with the packages; what it imports may not be.
                 raise Unusable(
-                    "the aliyun SDK is not installed (install preempt-agent[alibaba])"
+                    f"the aliyun SDK cannot be imported ({exc}): install python3-cryptography "
+                    "and python3-jmespath, or preempt-agent[alibaba] with pip"
                 ) from None
             for name in SDK_LOGGERS:
                 logging.getLogger(name).setLevel(logging.CRITICAL + 1)
@@ -303,12 +305,3 @@ class Ecs:
                 notice.instance_id,
             )
         return Observation(Look.PENDING, "instance absent from DescribeInstances")
-
-
-def _watchers_instance(provider: Provider, config: AlibabaConfig) -> Optional[alibaba.Instance]:
-    """The watchers' metadata client (one token, identity read once), if it is this config's."""
-    instance = getattr(provider, "instance", None)
-    if isinstance(instance, alibaba.Instance):
-        if instance.client.base_url == config.metadata_url.rstrip("/"):
-            return instance
-    return None

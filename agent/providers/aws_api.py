@@ -14,7 +14,9 @@ off: the shared loop in ``confirming`` backs off on the agent's clock.
 from __future__ import annotations
 
 import logging
+import os
 import threading
+import urllib.parse
 from typing import Any, Callable, Optional
 
 from agent.clock import Clock
@@ -83,7 +85,7 @@ def confirm(
     cancel: Optional[threading.Event],
 ) -> Optional[Confirmation]:
     """See :meth:`agent.providers.base.Provider.confirm`."""
-    instance = _watchers_instance(provider, config.aws)
+    instance = confirming.watchers_instance(provider, config.aws.metadata_url, aws.Instance)
     ec2 = Ec2(config.aws, clock, instance)
     return confirming.run(
         lambda: ec2.look(notice.instance_id),
@@ -131,15 +133,17 @@ class Ec2:
                 import botocore.config
                 import botocore.exceptions
                 import botocore.session
-            except ImportError:
+            except ImportError as exc:
                 raise Unusable(
-                    "boto3 is not installed (install preempt-agent[aws] or python3-boto3)"
+                    f"boto3 cannot be imported ({exc}): install python3-boto3, "
+                    "or preempt-agent[aws] with pip"
                 ) from None
             # botocore logs whole signed requests (security token included) at debug level.
             for name in ("botocore", "boto3"):
                 logger = logging.getLogger(name)
                 logger.setLevel(max(logger.getEffectiveLevel(), logging.WARNING))
             region = self.region()
+            _bypass_proxy(self._config.metadata_url)
             core = botocore.session.Session()
             core.set_config_variable("ec2_metadata_service_endpoint", self._config.metadata_url)
             core.set_config_variable("metadata_service_timeout", self._config.timeout)
@@ -216,7 +220,8 @@ def _classify(operation: str, response: dict[str, Any]) -> Exception:
     error = response.get("Error", {})
     code = str(error.get("Code", ""))
     status = int(response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0) or 0)
-    message = str(error.get("Message", ""))[:200]
+    # Signature errors may quote the canonical request, security token included: drop them.
+    message = "" if "Signature" in code else str(error.get("Message", ""))[:200]
     text = f"{operation}: {code or 'error'} (HTTP {status}){f': {message}' if message else ''}"
     if code in RETRY_CODES or status >= 500 or status == 429:
         return Transient(text)
@@ -225,10 +230,10 @@ def _classify(operation: str, response: dict[str, Any]) -> Exception:
     return Unusable(text)
 
 
-def _watchers_instance(provider: Provider, config: AwsConfig) -> Optional[aws.Instance]:
-    """The watchers' metadata client (one token, identity read once), if it is this config's."""
-    instance = getattr(provider, "instance", None)
-    if isinstance(instance, aws.Instance):
-        if instance.client.base_url == config.metadata_url.rstrip("/"):
-            return instance
-    return None
+def _bypass_proxy(metadata_url: str) -> None:
+    """botocore's credential fetch from instance metadata honours HTTP(S)_PROXY, unlike the
+    agent's own client: list the metadata host in NO_PROXY so a token never goes to a proxy."""
+    host = urllib.parse.urlsplit(metadata_url).hostname
+    current = os.environ.get("NO_PROXY") or os.environ.get("no_proxy") or ""
+    if host and host not in [h.strip() for h in current.split(",")]:
+        os.environ["NO_PROXY"] = os.environ["no_proxy"] = ",".join(filter(None, [current, host]))

@@ -12,7 +12,7 @@ import enum
 import logging
 import threading
 from dataclasses import dataclass
-from typing import Callable, Optional
+from typing import Any, Callable, Optional, TypeVar
 
 import tenacity
 
@@ -20,7 +20,7 @@ from agent.clock import Clock
 from agent.logs import fields
 from agent.notice import Notice
 from agent.providers.base import Confirmation, Verdict
-from agent.retry import RateLimitedLog, sleep_until, stop_at
+from agent.retry import RateLimitedLog, capped_exponential_wait, sleep_until, stop_at
 
 LOG = logging.getLogger(__name__)
 
@@ -109,9 +109,7 @@ def run(
         retry=tenacity.retry_if_exception_type(Transient)
         | tenacity.retry_if_result(lambda seen: not decisive(seen)),
         stop=stop_at(clock.monotonic, budget_end, cancel),
-        wait=tenacity.wait_exponential_jitter(
-            initial=INITIAL_WAIT, max=MAX_WAIT, jitter=INITIAL_WAIT
-        ),
+        wait=capped_exponential_wait(INITIAL_WAIT, MAX_WAIT, jitter=INITIAL_WAIT),
         sleep=sleep_until(clock.wait_for, clock.monotonic, budget_end, cancel),
         before_sleep=before_sleep,
         retry_error_callback=lambda state: None,
@@ -137,3 +135,18 @@ def run(
         )
     verdict = Verdict.CONFIRMED if seen.look is Look.INTERRUPTED else Verdict.WITHDRAWN
     return Confirmation(verdict, f"{seen.detail} ({looks} looks in {took:.1f} s)")
+
+
+InstanceT = TypeVar("InstanceT")
+
+
+def watchers_instance(
+    provider: Any, metadata_url: str, kind: type[InstanceT]
+) -> Optional[InstanceT]:
+    """The watchers' metadata client (one token, identity read once), if it is this config's:
+    confirming reuses it rather than asking the rate-limited service again."""
+    instance = getattr(provider, "instance", None)
+    if isinstance(instance, kind) and getattr(instance, "client", None) is not None:
+        if instance.client.base_url == metadata_url.rstrip("/"):  # type: ignore[attr-defined]
+            return instance
+    return None

@@ -37,7 +37,7 @@ def test_requires(packages: Packages) -> None:
     bundled = {"python3-tenacity", "python3-tomli", "python3-aliyun-python-sdk-core"}
     assert not requires & bundled, "bundled libraries must not be required"
     weak = set(rpm("-qp", "--recommends", str(packages.rpm)).split())
-    assert "python3-boto3" in weak
+    assert {"python3-boto3", "python3-cryptography", "python3-jmespath"} <= weak
 
 
 def test_scriptlets_are_the_shared_scripts(packages: Packages) -> None:
