@@ -14,6 +14,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import os
 import subprocess
 import sys
 import threading
@@ -31,6 +32,7 @@ from moto.server import ThreadedMotoServer
 from agent import mock_metadata as mock
 from agent.config import AwsConfig, Config
 from agent.notice import SPOT_INTERRUPTION, Notice
+from agent.providers import aws_api
 from agent.providers.aws import PROVIDER
 from agent.providers.base import Confirmation, Verdict
 from agent.providers.confirming import MAX_WAIT
@@ -442,3 +444,28 @@ def test_the_idle_agent_imports_no_cloud_sdk() -> None:
         "assert not bad, bad\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
+
+
+def test_signature_errors_are_reported_without_the_servers_text() -> None:
+    """Signature errors can quote the canonical request, session token included."""
+    response = {
+        "Error": {
+            "Code": "SignatureDoesNotMatch",
+            "Message": "The canonical string for this request should have been "
+            "x-amz-security-token:FwoGZXIvYXdzEXAMPLE",
+        },
+        "ResponseMetadata": {"HTTPStatusCode": 403},
+    }
+    error = aws_api._classify("DescribeInstances", response)
+    assert "SignatureDoesNotMatch" in str(error)
+    assert "FwoGZXIvYXdzEXAMPLE" not in str(error)
+
+
+def test_the_metadata_host_is_kept_off_proxies(monkeypatch: pytest.MonkeyPatch) -> None:
+    """botocore's credential fetch honours HTTP_PROXY; the agent's metadata host must not."""
+    monkeypatch.delenv("NO_PROXY", raising=False)
+    monkeypatch.setenv("no_proxy", "example.internal")
+    aws_api._bypass_proxy("http://127.0.0.1:8080")
+    assert os.environ["NO_PROXY"] == os.environ["no_proxy"] == "example.internal,127.0.0.1"
+    aws_api._bypass_proxy("http://127.0.0.1:8080")
+    assert os.environ["NO_PROXY"] == "example.internal,127.0.0.1", "added once"
