@@ -10,8 +10,10 @@ from datetime import datetime, timezone
 class Clock:
     """Wall time for deadlines, monotonic time for intervals, and an interruptible sleep.
 
-    Deadlines arrive as wall-clock UTC; every wait is done on the monotonic clock so that
-    a clock step (NTP, a paused VM) cannot stretch or shrink a hook's time.
+    Deadlines arrive as wall-clock UTC and are turned into monotonic time once, when a
+    notice is seen; every wait is then done on the monotonic clock, so a later clock step
+    (NTP) cannot stretch or shrink a hook's time. The wall clock is trusted at that moment:
+    the unit orders itself after time-sync.target.
     """
 
     def __init__(self) -> None:

@@ -80,9 +80,30 @@ def unsafe_reason(st: os.stat_result, euid: int) -> str:
     return ""
 
 
+def unsafe_ancestor(path: Path, euid: int) -> str:
+    """Why a folder above ``path`` (after symlinks) would let someone else swap what runs.
+
+    A folder others can write to could replace a hook between the check and its run, unless
+    it is sticky (like /tmp): there only the owner may rename or delete its entries.
+    """
+    for folder in Path(os.path.realpath(path)).parents:
+        try:
+            st = folder.stat()
+        except OSError as exc:
+            return f"cannot check {folder}: {exc}"
+        writable = st.st_mode & (stat.S_IWGRP | stat.S_IWOTH)
+        if writable and not st.st_mode & stat.S_ISVTX:
+            return f"{folder} is writable by group or others ({stat.filemode(st.st_mode)})"
+        if st.st_uid not in (0, euid):
+            return f"{folder} is owned by uid {st.st_uid}"
+    return ""
+
+
 def discover(folder: Path, euid: int = -1) -> tuple[list[Hook], list[Refused]]:
     """Hooks in ``folder`` in lexical order, and the files refused with their reasons."""
     euid = os.geteuid() if euid == -1 else euid
+    # Absolute, so hooks run from "/" still find their files when the config says hooks.d.
+    folder = folder.absolute()
     try:
         folder_stat = folder.stat()
     except FileNotFoundError:
@@ -93,6 +114,9 @@ def discover(folder: Path, euid: int = -1) -> tuple[list[Hook], list[Refused]]:
     problem = unsafe_reason(folder_stat, euid)
     if problem:
         return [], [Refused(str(folder), f"hooks folder is {problem}; no hook in it will run")]
+    problem = unsafe_ancestor(folder / ".", euid)
+    if problem:
+        return [], [Refused(str(folder), f"{problem}; no hook in the folder below it will run")]
     try:
         entries = sorted(folder.iterdir(), key=lambda p: p.name)
     except OSError as exc:  # not a folder, or unreadable
@@ -123,6 +147,8 @@ def _load(path: Path, euid: int) -> Union[Hook, Refused, None]:
         LOG.info("skipping hook %s: not executable", path)
         return None
     problem = unsafe_reason(st, euid)
+    if not problem and path.is_symlink():
+        problem = unsafe_ancestor(path, euid)
     if problem:
         return Refused(name, problem)
     try:

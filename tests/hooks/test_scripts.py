@@ -314,3 +314,52 @@ def test_a_folder_owned_by_another_user_refuses_every_hook(folder: Path) -> None
     assert refused == [
         Refused(str(folder), "hooks folder is owned by uid 65534, not root; no hook in it will run")
     ]
+
+
+# -- nothing above a hook may let someone else swap it ------------------------------------------
+
+
+def test_a_symlinked_hook_in_a_folder_others_can_write_is_refused(
+    folder: Path, tmp_path: Path
+) -> None:
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    target = hook_file(shared, "drain-target")
+    shared.chmod(0o777)  # anyone could replace drain-target between check and run
+    (folder / "10-linked").symlink_to(target)
+    found, refused = discover(folder)
+    assert names(found) == []
+    assert refusals(refused)["10-linked"] == f"{shared} is writable by group or others (drwxrwxrwx)"
+
+
+def test_a_symlinked_hook_under_a_sticky_folder_is_accepted(folder: Path, tmp_path: Path) -> None:
+    sticky = tmp_path / "sticky"
+    sticky.mkdir()
+    target = hook_file(sticky, "drain-target")
+    sticky.chmod(0o1777)  # like /tmp: others cannot rename or remove this file
+    (folder / "10-linked").symlink_to(target)
+    found, refused = discover(folder)
+    assert names(found) == ["10-linked"]
+    assert refused == []
+
+
+def test_a_hooks_folder_below_a_folder_others_can_write_is_refused(tmp_path: Path) -> None:
+    open_parent = tmp_path / "open"
+    below = open_parent / "hooks.d"
+    below.mkdir(parents=True)
+    below.chmod(0o755)
+    hook_file(below, "10-drain")
+    open_parent.chmod(0o777)  # anyone could rename hooks.d away and put their own in place
+    found, refused = discover(below)
+    assert found == []
+    assert refusals(refused)[str(below)].startswith(f"{open_parent} is writable by group")
+
+
+def test_a_relative_hooks_folder_gives_absolute_commands(
+    folder: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Hooks run from "/", so a command relative to the agent's folder would not be found."""
+    hook_file(folder, "10-drain")
+    monkeypatch.chdir(folder.parent)
+    found, _ = discover(Path(folder.name))
+    assert found[0].argv == (str(folder / "10-drain"),)
