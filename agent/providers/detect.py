@@ -16,6 +16,9 @@ from typing import TYPE_CHECKING, Callable, Optional
 
 import requests
 
+from agent.metadata import TOKEN_PATH
+from agent.providers import alibaba, aws
+
 if TYPE_CHECKING:
     from agent.config import Config
 
@@ -24,7 +27,6 @@ LOG = logging.getLogger(__name__)
 DMI = Path("class", "dmi", "id")
 PROBE_TIMEOUT = 0.5
 PROBE_TTL = "60"
-TOKEN_PATH = "/latest/api/token"  # noqa: S105 - a URL path, not a secret
 AZURE_ASSET_TAG = "7783-7084-3265-9085-8269-3286-77"
 _AWS_INSTANCE_ID = re.compile(r"i-[0-9a-f]{8}([0-9a-f]{9})?")
 
@@ -119,8 +121,8 @@ def metadata_probe(config: Config) -> Probe:
     changes nothing on the instance.
     """
     candidates = (
-        ("aws", config.aws.metadata_url, "X-aws-ec2-metadata-token-ttl-seconds"),
-        ("alibaba", config.alibaba.metadata_url, "X-aliyun-ecs-metadata-token-ttl-seconds"),
+        ("aws", config.aws.metadata_url, aws.TTL_HEADER),
+        ("alibaba", config.alibaba.metadata_url, alibaba.TTL_HEADER),
     )
 
     def probe() -> Optional[Detection]:
