@@ -46,7 +46,9 @@ def _setup(tmp: Path, url: str) -> Path:
     config = tmp / "agent.toml"
     config.write_text(
         f'provider = "aws"\nhooks_dir = "{hooks}"\nstate_dir = "{tmp / "state"}"\n'
-        f'probe_metadata = false\nplugins = false\n[aws]\nmetadata_url = "{url}"\n'
+        # Plugins stay on (the default): their discovery is part of notice-to-hook latency.
+        # Confirmation (after the measured interval) is off: it would talk to a real EC2 API.
+        f'probe_metadata = false\nconfirm = false\n[aws]\nmetadata_url = "{url}"\n'
     )
     return config
 
