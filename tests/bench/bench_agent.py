@@ -54,7 +54,9 @@ def _setup(tmp: Path, url: str) -> Path:
 
 
 def _start(config: Path, notify_path: Path | None) -> subprocess.Popen[bytes]:
-    env = dict(os.environ, PYTHONPATH=str(REPO))
+    # The tests' network guard: the agent may reach loopback only.
+    guard = REPO / "tests" / "guard"
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(guard), str(REPO)]))
     if notify_path is not None:
         env["NOTIFY_SOCKET"] = str(notify_path)
     return subprocess.Popen(
