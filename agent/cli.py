@@ -53,7 +53,11 @@ def _parser() -> argparse.ArgumentParser:
     simulate.add_argument("--kind", choices=KINDS, default=SPOT_INTERRUPTION)
     simulate.add_argument("--action", default="terminate")
     simulate.add_argument(
-        "--seconds", type=float, default=120.0, help="notice window (default 120)"
+        "--seconds",
+        type=float,
+        default=120.0,
+        help="notice window (default 120); as in the daemon, max_run_time bounds a drain, "
+        "and a resume gets max_run_time",
     )
     simulate.add_argument("--phase", choices=("drain", "resume"), default="drain")
     demo = commands.add_parser("demo", help="the whole cycle against a local mock metadata service")
@@ -164,7 +168,7 @@ def check(config: Config) -> int:
 def simulate(config: Config, kind: str, action: str, seconds: float, phase: str) -> int:
     """Runs the real hook runner on a synthetic notice; hooks see PREEMPT_DRY_RUN=1."""
     from agent.clock import Clock
-    from agent.daemon import discover_hooks
+    from agent.drain import discover_hooks, run_window, select_hooks
     from agent.hooks.runner import OK, HookRunner
 
     clock = Clock()
@@ -183,12 +187,10 @@ def simulate(config: Config, kind: str, action: str, seconds: float, phase: str)
     hooks, refused = discover_hooks(config)
     for bad in refused:
         LOG.error("refusing hook %s: %s", bad.name, bad.reason)
-    todo = [h for h in hooks if h.handles(kind, phase)]
-    if phase == "resume":
-        todo.reverse()  # as the daemon does: undo in the opposite order of the drain
-    end = clock.monotonic_at(deadline) - config.safety_margin
+    todo = select_hooks(hooks, kind, phase)  # which, in what order, and until when: as the daemon
+    told, end = run_window(notice, phase, clock, config)
     runner = HookRunner(clock, config.kill_grace, config.hook_timeout)
-    results = runner.run(todo, notice, phase, end, deadline, dry_run=True)
+    results = runner.run(todo, notice, phase, end, told, dry_run=True)
     for result in results:
         print(
             f"{result.hook}: {result.outcome} in {result.duration:.1f} s {result.detail}".rstrip()

@@ -1,12 +1,13 @@
 """The loop: watch metadata, drain on a notice, confirm, exit. It knows no cloud.
 
 Watchers are polled on their own schedules from the main thread; a drain runs in a worker
-thread, so polling (and the systemd watchdog) go on while hooks run, and a termination that
-arrives during an advisory drain (say, a rebalance recommendation) cancels it and starts
-at once. After a termination drain the same worker confirms through the cloud API, for
-minutes if need be, while the loop keeps polling: a notice that leaves the metadata service
-while the API shows the instance unaffected is withdrawn, and the resume hooks run
-(docs/confirmation.md).
+thread, so polling (and the systemd watchdog) go on while hooks run. A termination that
+arrives during an advisory drain (say, a rebalance recommendation) or during a resume
+cancels it and starts at once; one with an earlier deadline than the termination being
+drained brings that drain's end forward and drains right after it. After a termination
+drain the same worker confirms through the cloud API, for minutes if need be, while the
+loop keeps polling: a notice that leaves the metadata service while the API shows the
+instance unaffected is withdrawn, and the resume hooks run (docs/confirmation.md).
 """
 
 from __future__ import annotations
@@ -15,40 +16,29 @@ import logging
 import signal
 import threading
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
-from typing import Any, Callable, Optional
+from typing import Any, Optional
 
 from agent import exitcodes, state
 from agent.clock import Clock
 from agent.config import Config
-from agent.hooks import DRAIN, RESUME, Hook, Refused
-from agent.hooks.runner import HookResult, HookRunner, hook_deadline
+from agent.drain import CONFIRMING, Drain, HookSource, Worker, discover_hooks, run_window
+from agent.hooks import DRAIN, RESUME
 from agent.logs import fields
 from agent.notice import REBALANCE_RECOMMENDATION, Notice
-from agent.providers.base import Confirmation, Provider, Verdict, Watcher
+from agent.providers.base import Provider, Verdict, Watcher
 from agent.retry import Backoff, RateLimitedLog
 from agent.systemd import Notifier
 
 LOG = logging.getLogger(__name__)
 
-HookSource = Callable[[], "tuple[list[Hook], list[Refused]]"]
 FAILURE_LOG_EVERY = 60.0
 MAX_SLEEP = 1.0
 GONE_POLLS = 2
 """Successful polls in a row without a notice before it counts as gone from metadata."""
-HOOKS, CONFIRMING = "hooks", "confirming"
-
-
-def discover_hooks(config: Config) -> tuple[list[Hook], list[Refused]]:
-    """Scripts from hooks_dir, then plugins; read afresh for every drain."""
-    from agent.hooks import plugins, scripts
-
-    hooks, refused = scripts.discover(config.hooks_dir)
-    if config.plugins:
-        more, more_refused = plugins.discover()
-        hooks += more
-        refused += more_refused
-    return hooks, refused
+HIBERNATE = "hibernate"
+"""The action of a termination the instance comes back from in the same boot."""
+SETTLED = (state.DRAINED, state.CONFIRMED, state.NOT_CONFIRMED)
+"""Statuses of a termination whose drain (and confirmation) is over."""
 
 
 @dataclass
@@ -58,22 +48,6 @@ class _Schedule:
     failures: RateLimitedLog
     due: float = 0.0
     ok: bool = False  # the last poll answered
-
-
-@dataclass
-class _Drain:
-    notice: Notice
-    phase: str
-    thread: threading.Thread
-    cancel: threading.Event = field(default_factory=threading.Event)
-    results: list[HookResult] = field(default_factory=list)
-    total: int = 0
-    end: float = 0.0
-    stage: str = HOOKS
-    drained: bool = False  # the hooks ran to the end (set by the worker)
-    gone: threading.Event = field(default_factory=threading.Event)  # left metadata
-    confirmation: Optional[Confirmation] = None
-    forget: bool = False  # resume phase: drop the record afterwards
 
 
 @dataclass
@@ -106,9 +80,9 @@ class Daemon:
         self.clock = clock
         self.notifier = notifier
         self.state = store
-        self.hook_source = hook_source or (lambda: discover_hooks(config))
-        self.runner = HookRunner(clock, config.kill_grace, config.hook_timeout)
-        self._drain: Optional[_Drain] = None
+        hooks = hook_source or (lambda: discover_hooks(config))
+        self.worker = Worker(config, provider, clock, notifier, store, hooks, lambda: self._stop)
+        self._drain: Optional[Drain] = None
         self._pending: Optional[Notice] = None
         self._stop = False
         self._seen: set[str] = set()
@@ -123,12 +97,22 @@ class Daemon:
         signal.signal(signal.SIGINT, self._on_signal)
 
     def _on_signal(self, signum: int, frame: Any) -> None:
+        # Only a flag. Waking the loop would take the lock of the clock's Event, which the
+        # interrupted main thread may hold (Event.wait/clear): a deadlock. The loop never
+        # sleeps longer than MAX_SLEEP, so it sees the flag soon enough.
         self._stop = True
-        self.clock.wake()
 
     # -- main loop ---------------------------------------------------------------------------
 
     def run(self) -> int:
+        try:
+            # Now, not when first needed: a package upgrade replaces the agent's files under
+            # the running daemon, and a later import could fail or mix two versions.
+            self.provider.preload()
+        except Exception:
+            LOG.exception(
+                "cannot load the %s API module; confirmation will fail", self.provider.name
+            )
         schedules = [
             _Schedule(
                 w,
@@ -142,13 +126,7 @@ class Daemon:
         intervals = ", ".join(f"{s.watcher.name} every {s.watcher.interval:g}s" for s in schedules)
         self.notifier.ready(f"watching {self.provider.name}: {intervals}")
         LOG.info("watching %s: %s", self.provider.name, intervals or "no watcher enabled")
-        for notice in self.state.unfinished():
-            LOG.warning(
-                "resuming the drain of %s interrupted by a restart",
-                notice.event_id,
-                extra=fields(NOTICE_ID=notice.event_id),
-            )
-            self._consider(notice)
+        self._pick_up()
         while True:
             code = self._step(schedules)
             if code is not None:
@@ -157,6 +135,26 @@ class Daemon:
             now = self.clock.monotonic()
             next_due = min((s.due for s in schedules), default=now + MAX_SLEEP)
             self.clock.sleep(min(MAX_SLEEP, max(0.0, next_due - now)))
+
+    def _pick_up(self) -> None:
+        """Drains and resumes that a previous process of this boot started and did not end."""
+        for notice in self.state.unfinished():
+            record = self.state.get(notice.event_id) or {}
+            log_fields = fields(NOTICE_ID=notice.event_id)
+            if record.get("status") == state.RESUMING:
+                LOG.warning(
+                    "running the resume hooks of %s: a restart came before they were over",
+                    notice.event_id,
+                    extra=log_fields,
+                )
+                self._resumes.append((notice, bool(record.get("forget", True))))
+                continue
+            LOG.warning(
+                "resuming the drain of %s interrupted by a restart",
+                notice.event_id,
+                extra=log_fields,
+            )
+            self._consider(notice)
 
     def _max_backoff(self) -> float:
         section = getattr(self.config, self.provider.name, None)
@@ -187,8 +185,9 @@ class Daemon:
         if self._pending is not None and self._drain is None:
             pending, self._pending = self._pending, None
             self._start(pending)
-        if self._resumes and self._drain is None:
-            self._start_resume(*self._resumes.pop(0))
+        if self._resumes and self._drain is None and not self._stop:
+            # During a stop they wait in the state file (resuming) for the next start.
+            self._launch(*self._resumes.pop(0), phase=RESUME)
         if self._drain is None:
             self.notifier.status(f"watching {self.provider.name}")
         return None
@@ -218,39 +217,61 @@ class Daemon:
 
     def _consider(self, notice: Notice) -> None:
         record = self.state.get(notice.event_id)
+        status = record["status"] if record else None
         # A termination drained but not yet confirmed (a restart came between): confirm it.
-        reconfirm = record is not None and record["status"] == state.DRAINED
-        reconfirm = reconfirm and notice.terminal and self.config.confirm
-        if record is not None and record["status"] != state.DRAINING and not reconfirm:
+        reconfirm = status == state.DRAINED and notice.terminal and self.config.confirm
+        if status not in (None, state.DRAINING) and not reconfirm:
             if notice.event_id not in self._seen:
                 self._seen.add(notice.event_id)
-                LOG.info(
-                    "notice %s was already handled in this boot (%s)",
-                    notice.event_id,
-                    record["status"],
-                )
+                LOG.info("notice %s was already handled in this boot (%s)", notice.event_id, status)
             return
         drain = self._drain
-        if drain is not None:
-            if drain.notice.event_id == notice.event_id:
-                return
-            if notice.terminal and not drain.notice.terminal and not drain.cancel.is_set():
-                LOG.warning(
-                    "%s arrived during the %s drain; cancelling it to drain for the termination",
-                    notice.kind,
-                    drain.notice.kind,
-                    extra=fields(NOTICE_ID=notice.event_id),
-                )
-                drain.cancel.set()
-                self._pending = notice
+        if drain is None:
+            self._start(notice)
             return
-        self._start(notice)
+        if drain.notice.event_id == notice.event_id or not notice.terminal:
+            return
+        if drain.cancel.is_set() or drain.then is not None:
+            return  # already making way for a termination
+        if drain.phase == RESUME or not drain.notice.terminal:
+            LOG.warning(
+                "%s arrived during the %s %s; cancelling it to drain for the termination",
+                notice.kind,
+                drain.notice.kind,
+                drain.phase,
+                extra=fields(NOTICE_ID=notice.event_id),
+            )
+            drain.cancel.set()
+            self._pending = notice
+        elif not reconfirm:
+            self._bring_forward(drain, notice)
 
-    def _start(self, notice: Notice, phase: str = DRAIN) -> None:
-        now = self.clock.now()
-        deadline = hook_deadline(notice, now, self.config.max_run_time)
-        bound = now + timedelta(seconds=self.config.max_run_time)
-        end = self.clock.monotonic_at(min(deadline, bound)) - self.config.safety_margin
+    def _bring_forward(self, drain: Drain, notice: Notice) -> None:
+        """A termination with an earlier deadline than the termination being drained: the
+        running drain ends by the new deadline, and the new notice's hooks that have not run
+        for the first drain run right after it, before anything is confirmed."""
+        _, end = run_window(notice, DRAIN, self.clock, self.config)
+        if end >= drain.end:
+            return  # the first deadline comes first: its confirmation decides
+        LOG.warning(
+            "%s %s (deadline %s) arrived during the %s drain of %s: that drain ends by the "
+            "earlier deadline, then the hooks for %s that have not run yet run",
+            notice.kind,
+            notice.event_id,
+            notice.deadline.isoformat() if notice.deadline else "none given",
+            drain.notice.kind,
+            drain.notice.event_id,
+            notice.kind,
+            extra=fields(NOTICE_ID=notice.event_id, KIND=notice.kind),
+        )
+        drain.end = end  # the runner reads it again while hooks run
+        drain.then = notice
+        self._pending = notice
+        # Recorded now, so that a restart drains it too and leaves out the first one's hooks.
+        self.state.start(notice)
+        self.state.set_status(notice.event_id, state.DRAINING, after=drain.notice.event_id)
+
+    def _start(self, notice: Notice) -> None:
         LOG.warning(
             "%s notice %s: action %s, deadline %s; draining",
             notice.kind,
@@ -261,142 +282,61 @@ class Daemon:
         )
         self.state.start(notice)
         self._tracked.setdefault(notice.event_id, _Tracked(notice, None, self.clock.monotonic()))
-        drain = _Drain(notice, phase, threading.Thread(target=lambda: None), end=end)
+        self._launch(notice, False, phase=DRAIN)
+
+    def _launch(self, notice: Notice, forget: bool, phase: str) -> None:
+        """Start the worker thread for a drain or a resume of ``notice`` (agent.drain)."""
+        deadline, end = run_window(notice, phase, self.clock, self.config)
+        drain = Drain(notice, phase, end, forget)
         drain.thread = threading.Thread(
-            target=self._run_drain, args=(drain, deadline), name=f"drain-{notice.kind}", daemon=True
+            target=self.worker.run,
+            args=(drain, deadline),
+            name=f"{phase}-{notice.kind}",
+            daemon=True,
         )
         self._drain = drain
         drain.thread.start()
         self._report_progress(drain)
 
-    def _run_drain(self, drain: _Drain, deadline: datetime) -> None:
-        notice = drain.notice
-        try:
-            hooks, refused = self.hook_source()
-        except Exception:
-            LOG.exception("cannot list hooks")
-            hooks, refused = [], []
-        for bad in refused:
-            LOG.error(
-                "refusing hook %s: %s",
-                bad.name,
-                bad.reason,
-                extra=fields(HOOK=bad.name, OUTCOME="refused"),
-            )
-        done = self.state.finished_hooks(notice.event_id, drain.phase)
-        if done:
-            LOG.info(
-                "hooks already finished before a restart, not run again: %s",
-                ", ".join(sorted(done)),
-            )
-        todo = [h for h in hooks if h.handles(notice.kind, drain.phase) and h.name not in done]
-        if drain.phase == RESUME:
-            todo.reverse()  # undo in the opposite order of the drain
-        drain.total = len(todo)
-        if not todo:
-            LOG.info("no hook handles %s (%s)", notice.kind, drain.phase)
-
-        def record(hook: Hook, result: HookResult) -> None:
-            drain.results.append(result)
-            if result.outcome != "skipped" or not drain.cancel.is_set():
-                self.state.hook_result(notice.event_id, drain.phase, hook.name, result.to_dict())
-
-        try:
-            self.runner.run(
-                todo,
-                notice,
-                drain.phase,
-                drain.end,
-                deadline,
-                cancel=drain.cancel,
-                on_result=record,
-            )
-            if drain.phase == DRAIN and not drain.cancel.is_set():
-                self._drained(drain)
-                if notice.terminal and self.config.confirm:
-                    self._confirm(drain, deadline)
-        finally:
-            self.clock.wake()  # the main loop handles the end of the drain at once
-
-    def _report_progress(self, drain: _Drain) -> None:
-        if drain.phase == RESUME:
-            self.notifier.status(f"resuming: {len(drain.results)}/{drain.total} hooks")
-            return
+    def _report_progress(self, drain: Drain) -> None:
         if drain.stage == CONFIRMING:
             self.notifier.status(f"confirming {drain.notice.action}")
-            if self._stop and not drain.cancel.is_set():
-                LOG.info("stop requested while confirming %s; ending it", drain.notice.event_id)
+            why = "stop requested" if self._stop else "a termination drains next"
+            if (self._stop or drain.then is not None) and not drain.cancel.is_set():
+                LOG.info("%s while confirming %s; ending it", why, drain.notice.event_id)
                 drain.cancel.set()
             return
         left = max(0.0, drain.end - self.clock.monotonic())
+        doing = "resuming" if drain.phase == RESUME else "draining"
         self.notifier.status(
-            f"draining: {len(drain.results)}/{drain.total} hooks, {left:.0f} s left"
+            f"{doing}: {len(drain.results)}/{drain.total} hooks, {left:.0f} s left"
         )
         if self._stop:
             # systemd is stopping us (often: the instance is shutting down); let the hooks finish.
             self.notifier.extend_timeout(left + self.config.kill_grace + 5)
 
-    @staticmethod
-    def _summary(drain: _Drain) -> str:
-        counts: dict[str, int] = {}
-        for result in drain.results:
-            counts[result.outcome] = counts.get(result.outcome, 0) + 1
-        return ", ".join(f"{n} {o}" for o, n in sorted(counts.items())) or "no hooks"
-
-    def _drained(self, drain: _Drain) -> None:
-        """In the worker, once the hooks ran to the end: record it before any confirmation."""
-        notice = drain.notice
-        drain.drained = True
-        self.state.set_status(notice.event_id, state.DRAINED)
-        LOG.info(
-            "drain of %s finished: %s",
-            notice.event_id,
-            self._summary(drain),
-            extra=fields(NOTICE_ID=notice.event_id, KIND=notice.kind, OUTCOME="drained"),
-        )
-
-    def _confirm(self, drain: _Drain, deadline: datetime) -> None:
-        """In the worker, after a termination drain: ask the cloud API within the budget.
-
-        The budget runs to the notice's deadline plus ``confirm_grace``; the main loop keeps
-        polling meanwhile and sets ``drain.gone`` when the notice leaves metadata.
-        """
-        notice = drain.notice
-        drain.stage = CONFIRMING
-        self.notifier.status(f"confirming {notice.action}")
-        if self._stop:
-            drain.cancel.set()
-        budget_end = self.clock.monotonic_at(deadline) + self.config.confirm_grace
-        LOG.info(
-            "confirming %s %s through the %s API (for up to %.0f s)",
-            notice.kind,
-            notice.event_id,
-            self.provider.name,
-            max(0.0, budget_end - self.clock.monotonic()),
-            extra=fields(NOTICE_ID=notice.event_id, KIND=notice.kind),
-        )
-        try:
-            drain.confirmation = self.provider.confirm(
-                notice,
-                self.config,
-                self.clock,
-                budget_end,
-                gone=drain.gone.is_set,
-                cancel=drain.cancel,
-            )
-        except Exception as exc:
-            LOG.exception("confirming %s failed", notice.event_id)
-            drain.confirmation = Confirmation(Verdict.UNKNOWN, f"{type(exc).__name__}: {exc}")
-
-    def _finished(self, drain: _Drain) -> Optional[int]:
+    def _finished(self, drain: Drain) -> Optional[int]:
         """In the main loop, once the worker is done: an exit code, or None to keep watching."""
         notice = drain.notice
+        if drain.failed:
+            LOG.error(
+                "exiting with %d: a restart takes the %s of %s up again",
+                exitcodes.FAILURE,
+                drain.phase,
+                notice.event_id,
+                extra=fields(NOTICE_ID=notice.event_id, PHASE=drain.phase, OUTCOME="failed"),
+            )
+            self.notifier.stopping(f"failed: {drain.phase} of {notice.event_id}")
+            return exitcodes.FAILURE
         if drain.phase == RESUME:
             self._resumed(drain)
             return None
         if drain.cancel.is_set() and not drain.drained:
-            LOG.warning("drain of %s cancelled (%s)", notice.event_id, self._summary(drain))
+            LOG.warning("drain of %s cancelled (%s)", notice.event_id, drain.summary())
             self.state.set_status(notice.event_id, state.DRAINING)
+            return None
+        if drain.then is not None:
+            LOG.info("drain of %s over; %s drains now", notice.event_id, drain.then.event_id)
             return None
         if not notice.terminal:
             tracked = self._tracked.get(notice.event_id)
@@ -405,15 +345,35 @@ class Daemon:
             return None
         return self._outcome(drain)
 
-    def _outcome(self, drain: _Drain) -> Optional[int]:
-        """What a termination drain and its confirmation come to (exit codes: exitcodes)."""
+    def _outcome(self, drain: Drain) -> Optional[int]:
+        """What a termination drain and its confirmation come to: an exit code (exitcodes),
+        or None to keep watching (withdrawn; or hibernating, which the instance comes back
+        from in this boot: its resume hooks run once the notice has left metadata)."""
+        settled = self._settle(drain)
+        if settled is None:
+            return None
+        code, what = settled
+        notice = drain.notice
+        if notice.action == HIBERNATE and not self._stop:
+            LOG.warning(
+                "%s: the instance hibernates and comes back in this boot; watching on, the "
+                "resume hooks run once the notice has left the metadata service",
+                notice.event_id,
+                extra=fields(NOTICE_ID=notice.event_id, KIND=notice.kind),
+            )
+            return None
+        self.notifier.stopping(what)
+        return code
+
+    def _settle(self, drain: Drain) -> Optional[tuple[int, str]]:
+        """Record the confirmation's verdict: the exit code and final status it means, or
+        None (withdrawn: the resume phase is queued)."""
         notice = drain.notice
         log_fields = fields(NOTICE_ID=notice.event_id, KIND=notice.kind)
         found = drain.confirmation
         if not self.config.confirm:
             LOG.info("confirmation is off: the notice alone ends the run", extra=log_fields)
-            self.notifier.stopping(f"drained {notice.action}")
-            return exitcodes.FINISHED
+            return exitcodes.FINISHED, f"drained {notice.action}"
         if (
             self._stop
             and drain.cancel.is_set()
@@ -424,8 +384,7 @@ class Daemon:
                 notice.event_id,
                 extra=log_fields,
             )
-            self.notifier.stopping("stopped")
-            return exitcodes.FINISHED
+            return exitcodes.FINISHED, "stopped"
         if found is None:
             LOG.warning(
                 "%s cannot be confirmed through the %s API; the notice alone ends the run",
@@ -433,8 +392,7 @@ class Daemon:
                 self.provider.name,
                 extra=log_fields,
             )
-            self.notifier.stopping(f"drained {notice.action}")
-            return exitcodes.FINISHED
+            return exitcodes.FINISHED, f"drained {notice.action}"
         if found.verdict is Verdict.CONFIRMED:
             self.state.set_status(notice.event_id, state.CONFIRMED, confirmation=found.detail)
             LOG.warning(
@@ -443,8 +401,7 @@ class Daemon:
                 found.detail,
                 extra={**log_fields, "OUTCOME": "confirmed"},
             )
-            self.notifier.stopping(f"confirmed {notice.action}")
-            return exitcodes.FINISHED
+            return exitcodes.FINISHED, f"confirmed {notice.action}"
         if found.verdict is Verdict.WITHDRAWN:
             LOG.warning(
                 "%s withdrawn: the notice left metadata and %s; running the resume hooks",
@@ -462,8 +419,7 @@ class Daemon:
             found.detail,
             extra={**log_fields, "OUTCOME": "not-confirmed"},
         )
-        self.notifier.stopping(f"not confirmed {notice.action}")
-        return exitcodes.NOT_CONFIRMED
+        return exitcodes.NOT_CONFIRMED, f"not confirmed {notice.action}"
 
     # -- withdrawn notices -------------------------------------------------------------------
 
@@ -503,22 +459,28 @@ class Daemon:
             return
         if any(n.event_id == event_id for n, _ in self._resumes):
             return
+        notice = tracked.notice
         record = self.state.get(event_id)
         status = record["status"] if record else None
-        if status == state.DRAINED and not tracked.notice.terminal:
+        back = notice.terminal and notice.action == HIBERNATE and status in SETTLED
+        if back or (status == state.DRAINED and not notice.terminal):
             if self._busy():
                 return  # once the current drain is over; the notice stays gone
+            why = "back from hibernation" if back else "withdrawn"
             LOG.warning(
-                "%s notice %s has left the metadata service: withdrawn; running the resume hooks",
-                tracked.notice.kind,
+                "%s notice %s has left the metadata service: %s; running the resume hooks",
+                notice.kind,
                 event_id,
-                extra=fields(NOTICE_ID=event_id, KIND=tracked.notice.kind, OUTCOME="withdrawn"),
+                why,
+                extra=fields(
+                    NOTICE_ID=event_id, KIND=notice.kind, OUTCOME="resumed" if back else why
+                ),
             )
-            self._withdraw(tracked.notice, "the notice left the metadata service", forget=True)
+            self._withdraw(notice, f"the notice left the metadata service: {why}", forget=True)
         elif status == state.WITHDRAWN:
             LOG.info("withdrawn notice %s has left the metadata service; forgetting it", event_id)
             self._forget(event_id)
-        elif status in (state.DRAINING, state.DRAINED):
+        elif status in (state.DRAINING, state.RESUMING, *SETTLED):
             return  # waiting for a drain, or a termination whose confirmation will decide
         self._tracked.pop(event_id, None)
 
@@ -547,40 +509,31 @@ class Daemon:
         self._withdraw(notice, f"no termination within {after:.0f} s", forget=False)
 
     def _withdraw(self, notice: Notice, why: str, forget: bool) -> None:
-        """Mark ``notice`` withdrawn and queue its resume phase (run when no drain is)."""
-        self.state.set_status(notice.event_id, state.WITHDRAWN, withdrawn=why)
+        """Queue the resume phase of ``notice`` (run when no drain is). The record says
+        ``resuming`` until it is over, so that a restart runs what is left of it."""
+        self.state.set_status(notice.event_id, state.RESUMING, withdrawn=why, forget=forget)
         self._resumes.append((notice, forget))
         if forget:
             self._tracked.pop(notice.event_id, None)
 
-    def _start_resume(self, notice: Notice, forget: bool) -> None:
-        """Run the resume side of the hooks, bounded by max_run_time (the notice's deadline
-        no longer matters)."""
-        deadline = self.clock.now() + timedelta(seconds=self.config.max_run_time)
-        end = self.clock.monotonic() + self.config.max_run_time
-        drain = _Drain(notice, RESUME, threading.Thread(target=lambda: None), end=end)
-        drain.forget = forget
-        drain.thread = threading.Thread(
-            target=self._run_drain,
-            args=(drain, deadline),
-            name=f"resume-{notice.kind}",
-            daemon=True,
-        )
-        self._drain = drain
-        drain.thread.start()
-        self._report_progress(drain)
-
-    def _resumed(self, drain: _Drain) -> None:
+    def _resumed(self, drain: Drain) -> None:
         notice = drain.notice
+        if drain.cancel.is_set():
+            # Cut short by a termination: what did not finish runs again, first, after it.
+            LOG.warning("resume of %s cancelled (%s)", notice.event_id, drain.summary())
+            self._resumes.insert(0, (notice, drain.forget))
+            return
         LOG.info(
             "resume of %s finished: %s%s",
             notice.event_id,
-            self._summary(drain),
+            drain.summary(),
             "; watching again" if drain.forget else "",
             extra=fields(NOTICE_ID=notice.event_id, KIND=notice.kind, OUTCOME="resumed"),
         )
         if drain.forget:
             self._forget(notice.event_id)
+        else:
+            self.state.set_status(notice.event_id, state.WITHDRAWN)
 
     def _forget(self, event_id: str) -> None:
         """Drop a withdrawn notice's record, so the next notice like it drains afresh."""

@@ -29,6 +29,8 @@ DRAINED = "drained"
 CONFIRMED = "confirmed"
 NOT_CONFIRMED = "not-confirmed"
 WITHDRAWN = "withdrawn"
+RESUMING = "resuming"
+UNFINISHED = (DRAINING, RESUMING)
 
 
 def read_boot_id(path: Path = BOOT_ID_PATH) -> str:
@@ -88,12 +90,13 @@ class StateStore:
             return json.loads(json.dumps(record)) if record else None
 
     def unfinished(self) -> list[Notice]:
-        """Notices whose drain a previous process of this boot started and did not finish."""
+        """Notices whose drain or resume a previous process of this boot started or queued
+        and did not finish (their status says which)."""
         with self._lock:
             return [
                 Notice.from_dict(r["notice"])
                 for r in self._records.values()
-                if r["status"] == DRAINING
+                if r["status"] in UNFINISHED
             ]
 
     def start(self, notice: Notice) -> None:

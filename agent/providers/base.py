@@ -57,6 +57,14 @@ class Provider(abc.ABC):
     def watchers(self, config: Config, clock: Clock) -> list[Watcher]:
         """The enabled watchers for this cloud, built from the config."""
 
+    def preload(self) -> None:
+        """Import this cloud's API module (not its SDK) at start: a package upgrade replaces
+        the agent's files under the running daemon, and a lazy import could then fail or load
+        a mismatched version in the middle of a drain."""
+        module = API_MODULES.get(self.name)
+        if module is not None:
+            importlib.import_module(module)
+
     def confirm(
         self,
         notice: Notice,

@@ -1,0 +1,289 @@
+"""The daemon's runs beyond the happy path, with a scripted provider and real hook processes.
+
+A worker that fails, a hibernation the instance comes back from, runs cut short by a
+cancel, a stop during a resume, and the signal handler. Every wait is a bounded wait on a
+condition; the harness is the one of test_daemon_confirm.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import signal
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any, Callable, Optional
+
+import pytest
+
+from agent import exitcodes, state
+from agent.hooks import Hook
+from agent.notice import REBALANCE_RECOMMENDATION, SCHEDULED_MAINTENANCE, Notice
+from agent.providers.base import Verdict
+from tests.test_daemon_confirm import (
+    TIMEOUT,
+    ConfirmFn,
+    Harness,
+    answer,
+    make_notice,
+    until_gone,
+    wait_until,
+)
+
+REBALANCE = frozenset({REBALANCE_RECOMMENDATION})
+MAINTENANCE = frozenset({SCHEDULED_MAINTENANCE})
+
+
+@pytest.fixture
+def harness(tmp_path: Path) -> Iterator[Callable[..., Harness]]:
+    made: list[Harness] = []
+
+    def make(confirm_fn: ConfirmFn, **config: Any) -> Harness:
+        h = Harness(tmp_path, confirm_fn, **config)
+        made.append(h)
+        return h
+
+    yield make
+    for h in made:
+        if h.thread.is_alive():
+            h.stop()
+            h.thread.join(TIMEOUT)
+
+
+def gated(h: Harness, name: str, kinds: frozenset[str], phase: str, resume: bool = False) -> Path:
+    """A hook that logs ``name phase`` and, in ``phase``, waits until the returned gate file
+    exists (a killed wait ends the hook)."""
+    gate = h.hooks.folder / f"{name}.gate"
+    script = h.hooks.folder / name
+    script.write_text(
+        "#!/bin/sh\n"
+        f'echo "{name} $1" >> "{h.hooks.log}"\n'
+        f'if [ "$1" = "{phase}" ]; then\n'
+        f'  while [ ! -e "{gate}" ]; do sleep 0.05; done\n'
+        "fi\n"
+    )
+    script.chmod(0o755)
+    h.hooks.hooks.append(Hook(name, (str(script),), str(script), kinds, resume))
+    return gate
+
+
+def status_of(h: Harness, notice: Notice) -> Optional[str]:
+    record = h.store.get(notice.event_id)
+    return record["status"] if record else None
+
+
+# -- a worker that fails -----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "error",
+    [RuntimeError("bug in listing"), SystemExit(3)],
+    ids=["exception", "system-exit"],
+)
+def test_a_failing_hook_listing_exits_1_and_the_restart_drains(
+    harness: Callable[..., Harness], error: BaseException
+) -> None:
+    first = harness(answer(Verdict.CONFIRMED))
+    first.hooks.add("10-drain")
+
+    def broken() -> tuple[list[Hook], list[Any]]:
+        raise error
+
+    first.daemon.worker.hook_source = broken
+    first.start()
+    notice = make_notice()
+    first.watcher.present = [notice]
+    assert first.exit_code() == exitcodes.FAILURE, "systemd restarts the agent"
+    assert first.status() == state.DRAINING
+    assert first.hooks.calls() == []
+    assert first.provider.calls == [], "nothing drained, nothing confirmed"
+
+    second = harness(answer(Verdict.CONFIRMED))
+    second.hooks.hooks = list(first.hooks.hooks)
+    second.start()
+    second.watcher.present = [notice]
+    assert second.exit_code() == exitcodes.FINISHED
+    assert second.hooks.calls() == ["10-drain drain"]
+    assert second.status() == state.CONFIRMED
+
+
+def test_a_failure_mid_drain_exits_1_and_the_restart_runs_only_what_is_left(
+    harness: Callable[..., Harness],
+) -> None:
+    first = harness(answer(Verdict.CONFIRMED))
+    first.hooks.add("10-first")
+    first.hooks.add("20-second")
+    real = first.store.hook_result
+    writes: list[str] = []
+
+    def breaks_on_the_second(event_id: str, phase: str, hook: str, result: Any) -> None:
+        writes.append(hook)
+        if len(writes) > 1:
+            raise TypeError("a bug in the state layer")
+        real(event_id, phase, hook, result)
+
+    first.store.hook_result = breaks_on_the_second  # type: ignore[method-assign]
+    first.start()
+    notice = make_notice()
+    first.watcher.present = [notice]
+    assert first.exit_code() == exitcodes.FAILURE
+    assert first.hooks.calls() == ["10-first drain", "20-second drain"]
+    assert first.status() == state.DRAINING
+
+    second = harness(answer(Verdict.CONFIRMED))
+    second.hooks.hooks = list(first.hooks.hooks)
+    second.start()
+    second.watcher.present = [notice]
+    assert second.exit_code() == exitcodes.FINISHED
+    assert second.hooks.calls()[2:] == ["20-second drain"], "only what was not recorded"
+
+
+# -- hibernation -------------------------------------------------------------------------------
+
+
+def test_hibernate_keeps_watching_and_resumes_when_the_notice_goes(
+    harness: Callable[..., Harness],
+) -> None:
+    h = harness(answer(Verdict.CONFIRMED, "spot request marked-for-hibernation"))
+    h.hooks.add("10-first", resume=True)
+    h.hooks.add("20-plain")
+    h.hooks.add("30-last", resume=True)
+    h.start()
+    hibernate = dataclasses.replace(make_notice(), action="hibernate")
+    h.watcher.present = [hibernate]
+    wait_until(lambda: h.status() == state.CONFIRMED, "the hibernation to be confirmed")
+    polls = h.watcher.polls
+    wait_until(lambda: h.watcher.polls > polls + 5, "more polls")
+    assert h.thread.is_alive(), "the instance comes back in this boot: no exit"
+    assert h.hooks.calls() == ["10-first drain", "20-plain drain", "30-last drain"]
+    assert not any(m.startswith("STOPPING=1") for m in h.sent)
+
+    h.watcher.present = []  # back from hibernation: the notice has gone
+    wait_until(lambda: len(h.hooks.calls()) == 5, "the resume hooks")
+    assert h.hooks.calls()[3:] == ["30-last resume", "10-first resume"]
+    wait_until(lambda: h.status() is None, "the record to be forgotten")
+
+    h.watcher.present = [make_notice()]  # interrupted again in the same boot: drained again
+    assert h.exit_code() == exitcodes.FINISHED
+    assert h.hooks.calls()[5:] == ["10-first drain", "20-plain drain", "30-last drain"]
+    assert h.status() == state.CONFIRMED
+
+
+# -- runs cut short by a cancel ----------------------------------------------------------------
+
+
+def test_a_hook_killed_by_a_cancel_is_not_recorded_as_finished(
+    harness: Callable[..., Harness],
+) -> None:
+    h = harness(answer(Verdict.CONFIRMED))
+    gated(h, "10-cordon", REBALANCE, "drain")
+    h.hooks.add("20-terminate")
+    h.start()
+    rebalance = make_notice(REBALANCE_RECOMMENDATION)
+    h.watcher.present = [rebalance]
+    wait_until(lambda: h.hooks.calls() == ["10-cordon drain"], "the rebalance hook")
+    h.watcher.present = [rebalance, make_notice()]
+    assert h.exit_code() == exitcodes.FINISHED
+    assert h.hooks.calls() == ["10-cordon drain", "20-terminate drain"]
+    assert status_of(h, rebalance) == state.DRAINING
+    assert h.store.finished_hooks(rebalance.event_id, "drain") == set(), "killed: runs again"
+
+
+def test_a_cancelled_resume_keeps_its_record_and_runs_again_first(
+    harness: Callable[..., Harness],
+) -> None:
+    h = harness(until_gone)
+    gate = gated(h, "10-cordon", REBALANCE, "resume", resume=True)
+    h.hooks.add("20-terminate")
+    h.start()
+    rebalance = make_notice(REBALANCE_RECOMMENDATION)
+    h.watcher.present = [rebalance]
+    wait_until(lambda: status_of(h, rebalance) == state.DRAINED, "the rebalance drain")
+    h.watcher.present = []
+    wait_until(lambda: h.hooks.calls()[-1:] == ["10-cordon resume"], "its resume")
+
+    termination = make_notice()
+    h.watcher.present = [termination]  # cancels the resume
+    wait_until(lambda: h.provider.calls, "the termination drained and confirming")
+    assert h.hooks.calls() == ["10-cordon drain", "10-cordon resume", "20-terminate drain"]
+    assert status_of(h, rebalance) is not None, "the cancelled resume is still owed"
+    assert h.store.finished_hooks(rebalance.event_id, "resume") == set()
+
+    gate.touch()
+    h.watcher.present = []  # the termination is withdrawn too
+    wait_until(lambda: status_of(h, termination) is None, "the termination forgotten")
+    wait_until(lambda: status_of(h, rebalance) is None, "the rebalance forgotten")
+    assert h.hooks.calls()[3:] == ["10-cordon resume"], "the cancelled resume ran again"
+    assert h.thread.is_alive()
+
+
+# -- a stop during a resume --------------------------------------------------------------------
+
+
+def test_a_stop_during_a_resume_extends_the_timeout_and_a_restart_runs_queued_resumes(
+    harness: Callable[..., Harness],
+) -> None:
+    first = harness(answer(Verdict.CONFIRMED))
+    gates = [
+        gated(first, "10-rebalance", REBALANCE, "resume", resume=True),
+        gated(first, "20-maintenance", MAINTENANCE, "resume", resume=True),
+    ]
+    first.start()
+    notices = [
+        make_notice(REBALANCE_RECOMMENDATION),
+        make_notice(SCHEDULED_MAINTENANCE, "scripted:i-1:maintenance:ev-1"),
+    ]
+    first.watcher.present = list(notices)
+    wait_until(lambda: all(status_of(first, n) == state.DRAINED for n in notices), "both drained")
+    first.watcher.present = []  # both go at once: one resume runs, the other waits
+    wait_until(lambda: any("resume" in c for c in first.hooks.calls()), "a resume to start")
+    assert all(status_of(first, n) == state.RESUMING for n in notices)
+    first.stop()
+    wait_until(lambda: any("EXTEND_TIMEOUT_USEC=" in m for m in first.sent), "the extension")
+    for gate in gates:
+        gate.touch()
+    assert first.exit_code() == exitcodes.FINISHED
+    resumed = [c for c in first.hooks.calls() if c.endswith(" resume")]
+    assert len(resumed) == 1, "the queued resume does not start during a stop"
+    waiting = [n for n in notices if status_of(first, n) is not None]
+    assert [status_of(first, n) for n in waiting] == [state.RESUMING]
+
+    second = harness(answer(Verdict.CONFIRMED))
+    second.hooks.hooks = list(first.hooks.hooks)
+    second.start()
+    wait_until(lambda: status_of(second, waiting[0]) is None, "the queued resume after a restart")
+    assert sorted(c for c in second.hooks.calls() if c.endswith(" resume")) == [
+        "10-rebalance resume",
+        "20-maintenance resume",
+    ]
+    second.stop()
+    assert second.exit_code() == exitcodes.FINISHED
+
+
+# -- signals -----------------------------------------------------------------------------------
+
+
+def test_the_signal_handler_takes_no_lock_the_interrupted_loop_may_hold(
+    harness: Callable[..., Harness],
+) -> None:
+    h = harness(answer(Verdict.CONFIRMED))
+    # Event.wait() and Event.clear() hold this lock; a signal can land right then.
+    lock = h.daemon.clock._wake._cond  # type: ignore[attr-defined]
+    with lock:
+        handler = threading.Thread(target=h.daemon._on_signal, args=(signal.SIGTERM, None))
+        handler.start()
+        handler.join(2.0)
+        blocked = handler.is_alive()
+    handler.join(TIMEOUT)
+    assert not blocked, "the handler waited for a lock held by the code it interrupted"
+    assert h.daemon._stop
+
+
+def test_a_stop_ends_an_idle_loop_within_a_second(harness: Callable[..., Harness]) -> None:
+    h = harness(answer(Verdict.CONFIRMED))
+    h.watcher.interval = 60.0
+    h.start()
+    h.stop()
+    h.thread.join(1.0 + 0.5)
+    assert not h.thread.is_alive()
+    assert h.exit_code() == exitcodes.FINISHED
