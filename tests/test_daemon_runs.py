@@ -17,6 +17,8 @@ from typing import Any, Callable, Optional
 import pytest
 
 from agent import exitcodes, state
+from agent.clock import Clock
+from agent.daemon import MAX_SLEEP
 from agent.hooks import Hook
 from agent.notice import REBALANCE_RECOMMENDATION, SCHEDULED_MAINTENANCE, Notice
 from agent.providers.base import Verdict
@@ -263,13 +265,25 @@ def test_a_stop_during_a_resume_extends_the_timeout_and_a_restart_runs_queued_re
 # -- signals -----------------------------------------------------------------------------------
 
 
+class HeldLockClock(Clock):
+    """``wake()`` takes a plain lock first, as ``Event.set()`` does; the test holds it, as
+    the main thread does inside ``Event.wait()`` or ``Event.clear()`` when a signal lands."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.lock = threading.Lock()
+
+    def wake(self) -> None:
+        with self.lock:
+            super().wake()
+
+
 def test_the_signal_handler_takes_no_lock_the_interrupted_loop_may_hold(
     harness: Callable[..., Harness],
 ) -> None:
     h = harness(answer(Verdict.CONFIRMED))
-    # Event.wait() and Event.clear() hold this lock; a signal can land right then.
-    lock = h.daemon.clock._wake._cond  # type: ignore[attr-defined]
-    with lock:
+    clock = h.daemon.clock = HeldLockClock()
+    with clock.lock:
         handler = threading.Thread(target=h.daemon._on_signal, args=(signal.SIGTERM, None))
         handler.start()
         handler.join(2.0)
@@ -279,11 +293,11 @@ def test_the_signal_handler_takes_no_lock_the_interrupted_loop_may_hold(
     assert h.daemon._stop
 
 
-def test_a_stop_ends_an_idle_loop_within_a_second(harness: Callable[..., Harness]) -> None:
+def test_a_stop_ends_an_idle_loop_within_about_a_second(harness: Callable[..., Harness]) -> None:
     h = harness(answer(Verdict.CONFIRMED))
     h.watcher.interval = 60.0
     h.start()
-    h.stop()
-    h.thread.join(1.0 + 0.5)
+    h.stop()  # nothing wakes the loop: it notices the flag after its sleep of at most 1 s
+    h.thread.join(MAX_SLEEP + 1.0)
     assert not h.thread.is_alive()
     assert h.exit_code() == exitcodes.FINISHED
