@@ -332,8 +332,8 @@ class Daemon:
             self._resumed(drain)
             return None
         if drain.cancel.is_set() and not drain.drained:
-            LOG.warning("drain of %s cancelled (%s)", notice.event_id, drain.summary())
             self.state.set_status(notice.event_id, state.DRAINING)
+            LOG.warning("drain of %s cancelled (%s)", notice.event_id, drain.summary())
             return None
         if drain.then is not None:
             LOG.info("drain of %s over; %s drains now", notice.event_id, drain.then.event_id)
@@ -478,8 +478,8 @@ class Daemon:
             )
             self._withdraw(notice, f"the notice left the metadata service: {why}", forget=True)
         elif status == state.WITHDRAWN:
-            LOG.info("withdrawn notice %s has left the metadata service; forgetting it", event_id)
             self._forget(event_id)
+            LOG.info("withdrawn notice %s has left the metadata service; forgotten", event_id)
         elif status in (state.DRAINING, state.RESUMING, *SETTLED):
             return  # waiting for a drain, or a termination whose confirmation will decide
         self._tracked.pop(event_id, None)
@@ -523,6 +523,11 @@ class Daemon:
             LOG.warning("resume of %s cancelled (%s)", notice.event_id, drain.summary())
             self._resumes.insert(0, (notice, drain.forget))
             return
+        # State first, then the log line that announces it.
+        if drain.forget:
+            self._forget(notice.event_id)
+        else:
+            self.state.set_status(notice.event_id, state.WITHDRAWN)
         LOG.info(
             "resume of %s finished: %s%s",
             notice.event_id,
@@ -530,10 +535,6 @@ class Daemon:
             "; watching again" if drain.forget else "",
             extra=fields(NOTICE_ID=notice.event_id, KIND=notice.kind, OUTCOME="resumed"),
         )
-        if drain.forget:
-            self._forget(notice.event_id)
-        else:
-            self.state.set_status(notice.event_id, state.WITHDRAWN)
 
     def _forget(self, event_id: str) -> None:
         """Drop a withdrawn notice's record, so the next notice like it drains afresh."""

@@ -31,6 +31,7 @@ from agent.notice import (
 )
 from agent.providers.base import Confirmation, Provider, Verdict, Watcher
 from agent.systemd import Notifier
+from tests import waiting
 
 INTERVAL = 0.05
 TIMEOUT = 15.0
@@ -39,14 +40,8 @@ ConfirmFn = Callable[..., Optional[Confirmation]]
 
 
 def wait_until(predicate: Callable[[], Any], what: str, timeout: float = TIMEOUT) -> Any:
-    end = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > end:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.01)
+    """The shared bounded wait, with what is awaited named first as these tests read best."""
+    return waiting.wait_until(predicate, timeout, what)
 
 
 class ListWatcher(Watcher):
@@ -153,7 +148,7 @@ class Harness:
 
     def start(self) -> Harness:
         self.thread.start()
-        wait_until(lambda: self.watcher.polls > 0, "a first poll")
+        wait_until(lambda: self.watcher.polls > 0, what="a first poll")
         return self
 
     def stop(self) -> None:
@@ -263,8 +258,8 @@ def test_the_loop_polls_and_pings_while_confirming_and_a_stop_ends_it(
     h.watcher.present = [make_notice()]
     assert started.wait(TIMEOUT)
     polls, pings = h.watcher.polls, h.sent.count("WATCHDOG=1")
-    wait_until(lambda: h.watcher.polls > polls + 5, "polls while confirming")
-    wait_until(lambda: h.sent.count("WATCHDOG=1") > pings, "watchdog pings while confirming")
+    wait_until(lambda: h.watcher.polls > polls + 5, what="polls while confirming")
+    wait_until(lambda: h.sent.count("WATCHDOG=1") > pings, what="watchdog pings while confirming")
     h.stop()
     assert h.exit_code() == exitcodes.FINISHED
     assert h.status() == state.DRAINED
@@ -299,11 +294,13 @@ def test_withdrawn_termination_runs_resume_hooks_in_reverse_and_drains_again_lat
     h.start()
     notice = make_notice()
     h.watcher.present = [notice]
-    wait_until(lambda: len(h.hooks.calls()) == 3 and h.provider.calls, "the drain and confirming")
+    wait_until(
+        lambda: len(h.hooks.calls()) == 3 and h.provider.calls, what="the drain and confirming"
+    )
     assert "STATUS=confirming terminate" in h.sent
     h.watcher.present = []
-    wait_until(lambda: len(h.hooks.calls()) == 5, "the resume hooks")
-    wait_until(lambda: h.status() is None, "the record to be forgotten")
+    wait_until(lambda: len(h.hooks.calls()) == 5, what="the resume hooks")
+    wait_until(lambda: h.status() is None, what="the record to be forgotten")
     assert h.hooks.calls() == [
         "10-first drain",
         "20-plain drain",
@@ -312,7 +309,7 @@ def test_withdrawn_termination_runs_resume_hooks_in_reverse_and_drains_again_lat
         "10-first resume",
     ]
     assert h.thread.is_alive(), "it keeps watching"
-    wait_until(lambda: f"STATUS=watching {h.provider.name}" in h.sent[-3:], "watching again")
+    wait_until(lambda: f"STATUS=watching {h.provider.name}" in h.sent[-3:], what="watching again")
 
     h.watcher.present = [make_notice()]  # a later notice: drained from scratch
     assert h.exit_code() == exitcodes.FINISHED
@@ -334,10 +331,10 @@ def test_a_notice_missing_from_one_poll_is_not_yet_gone(harness: Callable[..., H
     h.start()
     notice = make_notice()
     h.watcher.present = [notice]
-    wait_until(lambda: seen_gone, "confirming")
+    wait_until(lambda: seen_gone, what="confirming")
     polls = h.watcher.polls
     h.watcher.present = []
-    wait_until(lambda: h.watcher.polls >= polls + GONE_POLLS - 1, "one poll without it")
+    wait_until(lambda: h.watcher.polls >= polls + GONE_POLLS - 1, what="one poll without it")
     h.watcher.present = [notice]
     assert h.exit_code() == exitcodes.FINISHED
     assert GONE_POLLS >= 2 and not any(seen_gone)
@@ -356,7 +353,7 @@ def test_failed_polls_never_count_as_gone(harness: Callable[..., Harness]) -> No
     h = harness(watch)
     h.start()
     h.watcher.present = [make_notice()]
-    wait_until(lambda: seen, "confirming")
+    wait_until(lambda: seen, what="confirming")
     h.watcher.failing = True
     assert h.exit_code() == exitcodes.FINISHED
     assert not any(seen)
@@ -372,15 +369,15 @@ def test_maintenance_event_that_disappears_runs_its_resume_hooks(
     h.start()
     event = make_notice(SCHEDULED_MAINTENANCE, "scripted:i-1:maintenance:ev-1")
     h.watcher.present = [event]
-    wait_until(lambda: len(h.hooks.calls()) == 2, "the maintenance drain")
+    wait_until(lambda: len(h.hooks.calls()) == 2, what="the maintenance drain")
     wait_until(
         lambda: (h.store.get(event.event_id) or {}).get("status") == state.DRAINED, "drained"
     )
     h.watcher.present = []  # cancelled or completed: it leaves the metadata
-    wait_until(lambda: h.hooks.calls()[2:] == ["10-maint resume"], "its resume hook")
-    wait_until(lambda: h.store.get(event.event_id) is None, "the record to be forgotten")
+    wait_until(lambda: h.hooks.calls()[2:] == ["10-maint resume"], what="its resume hook")
+    wait_until(lambda: h.store.get(event.event_id) is None, what="the record to be forgotten")
     h.watcher.present = [event]  # scheduled again: drained again
-    wait_until(lambda: len(h.hooks.calls()) == 5, "a second drain")
+    wait_until(lambda: len(h.hooks.calls()) == 5, what="a second drain")
     assert h.provider.calls == [], "advisory notices are not confirmed"
     h.stop()
     assert h.exit_code() == exitcodes.FINISHED
@@ -394,18 +391,18 @@ def test_rebalance_that_never_becomes_a_termination_is_withdrawn_once(
     h.start()
     rebalance = make_notice(REBALANCE_RECOMMENDATION)
     h.watcher.present = [rebalance]
-    wait_until(lambda: h.hooks.calls() == ["10-cordon drain", "10-cordon resume"], "resume")
+    wait_until(lambda: h.hooks.calls() == ["10-cordon drain", "10-cordon resume"], what="resume")
     wait_until(
         lambda: (h.store.get(rebalance.event_id) or {}).get("status") == state.WITHDRAWN,
         "withdrawn while still present",
     )
     polls = h.watcher.polls
-    wait_until(lambda: h.watcher.polls > polls + 10, "more polls")
+    wait_until(lambda: h.watcher.polls > polls + 10, what="more polls")
     assert len(h.hooks.calls()) == 2, "still present: not drained again"
     h.watcher.present = []
-    wait_until(lambda: h.store.get(rebalance.event_id) is None, "forgotten once it goes")
+    wait_until(lambda: h.store.get(rebalance.event_id) is None, what="forgotten once it goes")
     h.watcher.present = [rebalance]
-    wait_until(lambda: len(h.hooks.calls()) == 3, "a new recommendation drains again")
+    wait_until(lambda: len(h.hooks.calls()) == 3, what="a new recommendation drains again")
     h.stop()
     assert h.exit_code() == exitcodes.FINISHED
 
@@ -418,7 +415,7 @@ def test_restart_after_the_drain_confirms_without_rerunning_hooks(
     first.start()
     notice = make_notice()
     first.watcher.present = [notice]
-    wait_until(lambda: first.provider.calls, "confirming")
+    wait_until(lambda: first.provider.calls, what="confirming")
     first.stop()  # the process goes away mid-confirmation
     assert first.exit_code() == exitcodes.FINISHED
     assert first.status() == state.DRAINED

@@ -9,34 +9,14 @@ import subprocess
 import sys
 import textwrap
 import threading
-import time
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import Any, Optional
+
+from tests.waiting import wait_until
 
 REPO = Path(__file__).resolve().parents[2]
 GUARD_DIR = REPO / "tests" / "guard"
 GUARD_MARK = "NETWORK GUARD"
-
-
-def wait_until(predicate: Callable[[], Any], timeout: float, what: str) -> Any:
-    """Poll ``predicate`` until it returns something truthy; fail after ``timeout`` seconds."""
-    end = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > end:
-            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-        time.sleep(0.02)
-
-
-def process_gone(pid: int) -> bool:
-    """True when ``pid`` has exited (a zombie not yet reaped by its new parent counts)."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except FileNotFoundError:
-        return True
-    return stat.rsplit(")", 1)[1].split()[0] in ("Z", "X")
 
 
 RECORDING_HOOK = """\

@@ -14,7 +14,8 @@ import pytest
 
 from agent import exitcodes
 from agent import mock_metadata as mock
-from tests.e2e.harness import GUARD_DIR, REPO, Agent, Hooks, wait_until
+from tests.e2e.harness import GUARD_DIR, REPO, Agent, Hooks
+from tests.waiting import wait_until
 
 TERMINATION_TIME = "/latest/meta-data/instance/spot/termination-time"
 INSTANCE_ID = "/latest/meta-data/instance-id"

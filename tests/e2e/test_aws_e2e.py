@@ -12,7 +12,7 @@ import pytest
 
 from agent import exitcodes
 from agent import mock_metadata as mock
-from tests.e2e.harness import process_gone, wait_until
+from tests.waiting import process_gone, wait_until
 
 SPOT = "/latest/meta-data/spot/instance-action"
 REBALANCE = "/latest/meta-data/events/recommendations/rebalance"

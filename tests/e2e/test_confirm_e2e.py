@@ -25,9 +25,10 @@ from moto.server import ThreadedMotoServer
 
 from agent import exitcodes
 from agent import mock_metadata as mock
-from tests.e2e.harness import Agent, Hooks, wait_until
+from tests.e2e.harness import Agent, Hooks
 from tests.fakes.ec2_proxy import FaultProxy
 from tests.fakes.ecs_api import EcsApiServer
+from tests.waiting import wait_until
 
 REGION = "us-east-1"
 SPOT = "/latest/meta-data/spot/instance-action"

@@ -17,8 +17,9 @@ import pytest
 
 from agent import exitcodes
 from agent import mock_metadata as mock
-from tests.e2e.harness import GUARD_DIR, REPO, Agent, Hooks, wait_until, write_config
+from tests.e2e.harness import GUARD_DIR, REPO, Agent, Hooks, write_config
 from tests.e2e.test_cli_e2e import cli, config_for
+from tests.waiting import wait_until
 
 SPOT = "/latest/meta-data/spot/instance-action"
 ASG = "/latest/meta-data/autoscaling/target-lifecycle-state"

@@ -12,7 +12,7 @@ import threading
 import time
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
-from typing import Callable, Optional
+from typing import Optional
 
 import pytest
 
@@ -30,6 +30,7 @@ from agent.hooks.runner import (
     hook_deadline,
 )
 from agent.notice import Notice
+from tests.waiting import process_gone, wait_until
 
 UTC = timezone.utc
 LOGGER = "agent.hooks.runner"
@@ -75,28 +76,6 @@ def python_hook(folder: Path, name: str, body: str) -> Hook:
     path.write_text(f"#!{sys.executable}\n{body}", encoding="utf-8")
     path.chmod(0o755)
     return Hook(name=name, argv=(str(path),), origin=str(path))
-
-
-def wait_until(condition: Callable[[], bool], timeout: float = 5.0) -> bool:
-    until = time.monotonic() + timeout
-    while time.monotonic() < until:
-        if condition():
-            return True
-        time.sleep(0.01)
-    return condition()
-
-
-def process_gone(pid: int) -> bool:
-    """Gone, or a zombie no one has reaped yet (it runs nothing any more)."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return True
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return True
-    return stat.rsplit(")", 1)[1].split()[0] == "Z"
 
 
 @pytest.fixture
@@ -397,7 +376,7 @@ def test_a_hanging_hook_is_killed_with_its_whole_process_group(
     assert first.detail == "timed out after 0.5 s"
     assert 0.4 <= first.duration < 0.5 + 0.3 + 1.5
     child = int((out / "child").read_text())
-    assert wait_until(lambda: process_gone(child)), f"background child {child} survived"
+    wait_until(lambda: process_gone(child), 5, f"background child {child} to end")
     assert second.outcome == OK
     assert (out / "after").exists()
     assert time.monotonic() - started < 3
@@ -411,7 +390,7 @@ def test_a_hook_ignoring_sigterm_gets_sigkill_after_the_grace(hooks_dir: Path, o
     assert result.exit_code == -9
     assert 0.5 + 0.4 - 0.05 <= result.duration < 0.5 + 0.4 + 1.5
     child = int((out / "child").read_text())
-    assert wait_until(lambda: process_gone(child)), f"background child {child} survived"
+    wait_until(lambda: process_gone(child), 5, f"background child {child} to end")
 
 
 def test_a_hook_that_exits_on_sigterm_is_not_waited_for(hooks_dir: Path) -> None:
