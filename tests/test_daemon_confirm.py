@@ -9,13 +9,10 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any, Callable, Optional
-
-import pytest
 
 from agent import exitcodes, state
 from agent.clock import Clock
@@ -163,22 +160,6 @@ class Harness:
     def status(self) -> Optional[str]:
         record = self.store.get(f"scripted:i-1:{SPOT_INTERRUPTION}")
         return record["status"] if record else None
-
-
-@pytest.fixture
-def harness(tmp_path: Path) -> Iterator[Callable[..., Harness]]:
-    made: list[Harness] = []
-
-    def make(confirm_fn: ConfirmFn, **config: Any) -> Harness:
-        h = Harness(tmp_path, confirm_fn, **config)
-        made.append(h)
-        return h
-
-    yield make
-    for h in made:
-        if h.thread.is_alive():
-            h.stop()
-            h.thread.join(TIMEOUT)
 
 
 def answer(verdict: Verdict, detail: str = "as scripted") -> ConfirmFn:

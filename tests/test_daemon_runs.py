@@ -10,7 +10,6 @@ from __future__ import annotations
 import dataclasses
 import signal
 import threading
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Callable, Optional
 
@@ -24,7 +23,6 @@ from agent.notice import REBALANCE_RECOMMENDATION, SCHEDULED_MAINTENANCE, Notice
 from agent.providers.base import Verdict
 from tests.test_daemon_confirm import (
     TIMEOUT,
-    ConfirmFn,
     Harness,
     answer,
     make_notice,
@@ -34,22 +32,6 @@ from tests.test_daemon_confirm import (
 
 REBALANCE = frozenset({REBALANCE_RECOMMENDATION})
 MAINTENANCE = frozenset({SCHEDULED_MAINTENANCE})
-
-
-@pytest.fixture
-def harness(tmp_path: Path) -> Iterator[Callable[..., Harness]]:
-    made: list[Harness] = []
-
-    def make(confirm_fn: ConfirmFn, **config: Any) -> Harness:
-        h = Harness(tmp_path, confirm_fn, **config)
-        made.append(h)
-        return h
-
-    yield make
-    for h in made:
-        if h.thread.is_alive():
-            h.stop()
-            h.thread.join(TIMEOUT)
 
 
 def gated(h: Harness, name: str, kinds: frozenset[str], phase: str, resume: bool = False) -> Path:
