@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import importlib.util
+import os
+import signal
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Callable
@@ -34,3 +36,22 @@ def harness(tmp_path: Path) -> Iterator[Callable[..., Any]]:
         if h.thread.is_alive():
             h.stop()
             h.thread.join(TIMEOUT)
+
+
+@pytest.fixture(autouse=True)
+def _no_stray_processes(request: pytest.FixtureRequest) -> Iterator[None]:
+    """After each test, end whatever still runs from its temp folder: hooks of a daemon the
+    test stopped mid-drain, which systemd's KillMode=mixed would end on a real host."""
+    yield
+    tmp = request.node.funcargs.get("tmp_path")
+    if tmp is None:
+        return
+    needle = str(tmp).encode()
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit() or int(entry.name) == os.getpid():
+            continue
+        try:
+            if needle in (entry / "cmdline").read_bytes():
+                os.kill(int(entry.name), signal.SIGKILL)
+        except (OSError, ProcessLookupError):
+            continue
