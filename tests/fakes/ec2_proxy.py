@@ -11,9 +11,11 @@ import http.client
 import threading
 from collections import defaultdict
 from dataclasses import dataclass
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any, Optional
 from urllib.parse import parse_qs, urlsplit
+
+from tests.fakes.background import BackgroundServer
 
 ERROR_XML = """<?xml version="1.0" encoding="UTF-8"?>
 <Response><Errors><Error><Code>{code}</Code><Message>{message}</Message></Error></Errors>\
@@ -27,21 +29,14 @@ class Fault:
     message: str
 
 
-class FaultProxy:
+class FaultProxy(BackgroundServer):
     def __init__(self, upstream: str, host: str = "127.0.0.1") -> None:
+        super().__init__(host)
         parts = urlsplit(upstream)
         self._upstream = (parts.hostname or "127.0.0.1", parts.port or 80)
-        self._host = host
         self._lock = threading.Lock()
         self._faults: dict[str, list[Fault]] = defaultdict(list)
         self.actions: list[tuple[str, str]] = []  # (action, "passed" or the error code)
-        self._httpd: Optional[ThreadingHTTPServer] = None
-        self._thread: Optional[threading.Thread] = None
-
-    @property
-    def url(self) -> str:
-        assert self._httpd is not None
-        return f"http://{self._host}:{self._httpd.server_address[1]}"
 
     def inject(
         self, action: str, code: str, status: int, count: int = 1, message: str = ""
@@ -52,33 +47,6 @@ class FaultProxy:
     def seen(self, action: Optional[str] = None) -> list[tuple[str, str]]:
         with self._lock:
             return [a for a in self.actions if action is None or a[0] == action]
-
-    def start(self) -> FaultProxy:
-        proxy = self
-
-        class Handler(_Handler):
-            owner = proxy
-
-        self._httpd = ThreadingHTTPServer((self._host, 0), Handler)
-        self._httpd.daemon_threads = True
-        self._thread = threading.Thread(
-            target=self._httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
-        )
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        if self._httpd is not None:
-            self._httpd.shutdown()
-            self._httpd.server_close()
-        if self._thread is not None:
-            self._thread.join(timeout=5)
-
-    def __enter__(self) -> FaultProxy:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
 
     def _take(self, action: str) -> Optional[Fault]:
         with self._lock:
@@ -131,3 +99,6 @@ class _Handler(BaseHTTPRequestHandler):
         self.send_header("Content-Length", str(len(data)))
         self.end_headers()
         self.wfile.write(data)
+
+
+FaultProxy.handler = _Handler

@@ -23,9 +23,11 @@ import time
 import uuid
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any, Optional
 from urllib.parse import parse_qsl, quote, urlsplit
+
+from tests.fakes.background import BackgroundServer
 
 VERSION = "2014-05-26"
 MAX_CLOCK_SKEW = timedelta(minutes=15)
@@ -108,51 +110,13 @@ def instance_record(
     }
 
 
-class EcsApiServer:
+class EcsApiServer(BackgroundServer):
     """The fake ECS endpoint on loopback; every public method is safe from any thread."""
 
     def __init__(self, host: str = "127.0.0.1", port: int = 0) -> None:
-        self._host = host
-        self._port = port
+        super().__init__(host, port)
         self._cond = threading.Condition()
         self._state = _State()
-        self._httpd: Optional[ThreadingHTTPServer] = None
-        self._thread: Optional[threading.Thread] = None
-
-    # -- lifecycle ------------------------------------------------------------------------
-
-    @property
-    def url(self) -> str:
-        return f"http://{self._host}:{self._port}"
-
-    def start(self) -> EcsApiServer:
-        server = self
-
-        class Handler(_Handler):
-            api = server
-
-        self._httpd = ThreadingHTTPServer((self._host, self._port), Handler)
-        self._httpd.daemon_threads = True
-        self._port = self._httpd.server_address[1]
-        self._thread = threading.Thread(
-            target=self._httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
-        )
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        if self._httpd is not None:
-            self._httpd.shutdown()
-            self._httpd.server_close()
-            self._httpd = None
-        if self._thread is not None:
-            self._thread.join(timeout=5)
-
-    def __enter__(self) -> EcsApiServer:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
 
     # -- scripting ------------------------------------------------------------------------
 
@@ -328,7 +292,7 @@ def _error(code: str, message: str) -> dict[str, Any]:
 
 
 class _Handler(BaseHTTPRequestHandler):
-    api: EcsApiServer
+    owner: EcsApiServer
     protocol_version = "HTTP/1.1"
 
     def log_message(self, format: str, *args: Any) -> None:
@@ -337,7 +301,7 @@ class _Handler(BaseHTTPRequestHandler):
     def _serve(self) -> None:
         length = int(self.headers.get("Content-Length") or 0)
         body = self.rfile.read(length) if length > 0 else b""
-        status, content_type, text = self.api.answer(self.command, self.path, body)
+        status, content_type, text = self.owner.answer(self.command, self.path, body)
         data = text.encode()
         self.send_response(status)
         self.send_header("Content-Type", content_type)
@@ -347,3 +311,6 @@ class _Handler(BaseHTTPRequestHandler):
 
     do_POST = _serve
     do_GET = _serve
+
+
+EcsApiServer.handler = _Handler
