@@ -1,8 +1,9 @@
-"""What the agent has handled in this boot, written atomically so a restart resumes a drain.
+"""The state file's I/O: read it for this boot, write it whole and atomically.
 
-The file is keyed by the kernel's boot id: a record from an earlier boot is dropped on load,
-so an old notice can neither re-trigger hooks nor block a new one. Writing is best effort:
-a full disk is logged loudly, and the drain goes on.
+What the records mean, and every change to them, belongs to :mod:`agent.lifecycle`, the
+only writer. The file is keyed by the kernel's boot id: records from an earlier boot are
+dropped on load, so an old notice can neither re-trigger hooks nor block a new one. Writing
+is best effort: a full disk is logged loudly once, and the drain goes on.
 """
 
 from __future__ import annotations
@@ -12,11 +13,8 @@ import json
 import logging
 import os
 import tempfile
-import threading
 from pathlib import Path
-from typing import Any, Optional
-
-from agent.notice import Notice
+from typing import Any
 
 LOG = logging.getLogger(__name__)
 
@@ -24,13 +22,7 @@ BOOT_ID_PATH = Path("/proc/sys/kernel/random/boot_id")
 FILE_NAME = "state.json"
 VERSION = 1
 
-DRAINING = "draining"
-DRAINED = "drained"
-CONFIRMED = "confirmed"
-NOT_CONFIRMED = "not-confirmed"
-WITHDRAWN = "withdrawn"
-RESUMING = "resuming"
-UNFINISHED = (DRAINING, RESUMING)
+Records = dict[str, dict[str, Any]]
 
 
 def read_boot_id(path: Path = BOOT_ID_PATH) -> str:
@@ -41,97 +33,62 @@ def read_boot_id(path: Path = BOOT_ID_PATH) -> str:
         return f"unknown-{os.getpid()}"
 
 
-class StateStore:
-    """Notice records for this boot: ``{event_id: {"notice", "status", "hooks"}}``."""
+class StateFile:
+    """``{"version", "boot_id", "notices": {event_id: record}}`` on disk.
+
+    Keys this version does not know (a newer agent wrote the file) are kept as they are and
+    written back, so a downgrade and an upgrade lose nothing.
+    """
 
     def __init__(self, state_dir: Path, boot_id: str) -> None:
         self.path = state_dir / FILE_NAME
         self.boot_id = boot_id
-        self._records: dict[str, dict[str, Any]] = {}
-        self._lock = threading.RLock()
+        self._extra: dict[str, Any] = {}
         self._write_failing = False
 
-    def load(self) -> None:
-        """Read the file; drop it if it belongs to another boot, set it aside if damaged."""
+    def load(self) -> Records:
+        """This boot's records; {} for none, another boot's file, or a damaged one (moved aside)."""
         try:
             text = self.path.read_text(encoding="utf-8")
         except FileNotFoundError:
-            return
-        except OSError as exc:
+            return {}
+        except (OSError, UnicodeDecodeError) as exc:
             LOG.error("cannot read state file %s: %s; starting with no state", self.path, exc)
-            return
+            return {}
         try:
             data = json.loads(text)
             if not isinstance(data, dict) or not isinstance(data.get("notices"), dict):
                 raise ValueError("not a state object")
             for record in data["notices"].values():
-                Notice.from_dict(record["notice"])
-                hooks = record["hooks"]
-                if not isinstance(record["status"], str) or not isinstance(hooks, dict):
-                    raise ValueError("a notice record has a bad status or hooks field")
-                if not all(isinstance(results, dict) for results in hooks.values()):
-                    raise ValueError("a notice record's hook results are not tables")
-        except (ValueError, KeyError, TypeError) as exc:
-            aside = self.path.with_name(f"{FILE_NAME}.damaged")
-            with contextlib.suppress(OSError):
-                os.replace(self.path, aside)
-            LOG.error(
-                "state file %s is damaged (%s); moved to %s, starting fresh", self.path, exc, aside
-            )
-            return
+                if not isinstance(record, dict):
+                    raise ValueError("a notice record is not an object")
+        except ValueError as exc:
+            self.set_aside(str(exc))
+            return {}
         if data.get("boot_id") != self.boot_id:
             LOG.info("state file %s is from an earlier boot; ignoring it", self.path)
-            return
-        self._records = data["notices"]
+            return {}
+        version = data.get("version")
+        if version != VERSION:
+            LOG.warning(
+                "state file %s has version %r, this agent writes %d: unknown fields are kept",
+                self.path,
+                version,
+                VERSION,
+            )
+        self._extra = {k: v for k, v in data.items() if k not in ("version", "boot_id", "notices")}
+        return data["notices"]  # type: ignore[no-any-return]
 
-    def get(self, event_id: str) -> Optional[dict[str, Any]]:
-        with self._lock:
-            record = self._records.get(event_id)
-            return json.loads(json.dumps(record)) if record else None
+    def set_aside(self, why: str) -> None:
+        """Move a damaged file out of the way, keeping it for a post-mortem."""
+        aside = self.path.with_name(f"{FILE_NAME}.damaged")
+        with contextlib.suppress(OSError):
+            os.replace(self.path, aside)
+        LOG.error("state file %s is damaged (%s); moved to %s, starting fresh", self.path, why, aside)
 
-    def unfinished(self) -> list[Notice]:
-        """Notices whose drain or resume a previous process of this boot started or queued
-        and did not finish (their status says which)."""
-        with self._lock:
-            return [
-                Notice.from_dict(r["notice"])
-                for r in self._records.values()
-                if r["status"] in UNFINISHED
-            ]
-
-    def start(self, notice: Notice) -> None:
-        """Record that a drain of ``notice`` begins (keeping hook results already there)."""
-        with self._lock:
-            record = self._records.setdefault(notice.event_id, {"hooks": {}})
-            record["notice"] = notice.to_dict()
-            record["status"] = DRAINING
-            self._save()
-
-    def hook_result(self, event_id: str, phase: str, hook: str, result: dict[str, Any]) -> None:
-        with self._lock:
-            self._records[event_id]["hooks"].setdefault(phase, {})[hook] = result
-            self._save()
-
-    def finished_hooks(self, event_id: str, phase: str) -> set[str]:
-        with self._lock:
-            record = self._records.get(event_id) or {}
-            return set(record.get("hooks", {}).get(phase, {}))
-
-    def set_status(self, event_id: str, status: str, **details: Any) -> None:
-        with self._lock:
-            record = self._records[event_id]
-            record["status"] = status
-            record.update(details)
-            self._save()
-
-    def forget(self, event_id: str) -> None:
-        """Drop a record, so the same interruption can be handled afresh (after a withdrawal)."""
-        with self._lock:
-            self._records.pop(event_id, None)
-            self._save()
-
-    def _save(self) -> None:
-        data = {"version": VERSION, "boot_id": self.boot_id, "notices": self._records}
+    def save(self, records: Records) -> bool:
+        """Write every record at once; False (logged once until it works again) on failure."""
+        data = {**self._extra, "version": VERSION, "boot_id": self.boot_id, "notices": records}
         tmp = None
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -145,6 +102,7 @@ class StateStore:
             if self._write_failing:
                 LOG.info("state file %s written again", self.path)
             self._write_failing = False
+            return True
         except OSError as exc:
             if not self._write_failing:
                 LOG.error(
@@ -154,6 +112,7 @@ class StateStore:
                     exc,
                 )
             self._write_failing = True
+            return False
         finally:
             if tmp is not None:
                 with contextlib.suppress(OSError):

@@ -1,0 +1,263 @@
+"""The daemon: a coordinator. It knows no cloud and decides nothing itself.
+
+Watchers poll in their own threads (:mod:`agent.scheduler`); their answers, finished runs and
+signals arrive in one inbox, and the loop sleeps until one does. For each it asks
+:mod:`agent.decisions` what to do, moves the notice along :mod:`agent.lifecycle`, and keeps
+one queue of runs (drains and resumes), one running at a time in a worker thread
+(:mod:`agent.runs`). The watchdog is pinged from here, also while hooks run.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+from typing import Any, Optional
+
+from agent import decisions as d
+from agent import exitcodes
+from agent import lifecycle as lc
+from agent.clock import Clock
+from agent.clouds.base import Cloud
+from agent.config import Config
+from agent.confirmation import confirm_with
+from agent.hooks import DRAIN, RESUME
+from agent.hooks.runner import kill_leftover
+from agent.logs import fields
+from agent.notice import Notice
+from agent.presence import Presence
+from agent.report import Reporter
+from agent.runqueue import RunQueue
+from agent.runs import Confirmer, HookSource, Worker, discover_hooks, run_window
+from agent.scheduler import Inbox, Polled, Scheduler
+from agent.systemd import Notifier
+
+LOG = logging.getLogger(__name__)
+
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
+IGNORED_SIGNALS = (signal.SIGHUP, signal.SIGUSR1, signal.SIGUSR2, signal.SIGALRM)
+"""Fatal by default, yet no reason to die mid-drain: logged and carried on."""
+PROGRESS_EVERY = 1.0
+
+class Daemon:
+    def __init__(
+        self,
+        config: Config,
+        cloud: Cloud,
+        clock: Clock,
+        notifier: Notifier,
+        lifecycle: lc.Lifecycle,
+        *,
+        hooks: Optional[HookSource] = None,
+        confirmer: Optional[Confirmer] = None,
+        report: Optional[Reporter] = None,
+        dry_run: bool = False,
+    ) -> None:
+        self.config = config
+        self.cloud = cloud
+        self.section = config.section(cloud.name)
+        self.clock = clock
+        self.notifier = notifier
+        self.lifecycle = lifecycle
+        self.report = report or Reporter()
+        self.inbox = Inbox()
+        self.presence = Presence()
+        worker = Worker(
+            config,
+            clock,
+            lifecycle,
+            hooks or (lambda: discover_hooks(config)),
+            confirmer or self._confirm,
+            dry_run=dry_run,
+            report=self.report,
+        )
+        self.runs = RunQueue(
+            config, clock, lifecycle, self.presence, worker, notifier, self.report, self.inbox.wake
+        )
+        self.stopping = False
+        self._signals: list[int] = []
+        self._seen: set[str] = set()
+
+    # -- signals ------------------------------------------------------------------------------
+
+    def install_signal_handlers(self) -> None:
+        """From the main thread: handlers only note the signal; the wakeup fd ends the wait."""
+        for signum in (*STOP_SIGNALS, *IGNORED_SIGNALS):
+            signal.signal(signum, self._on_signal)
+        signal.set_wakeup_fd(self.inbox.wakeup_fd, warn_on_full_buffer=False)
+
+    def _on_signal(self, signum: int, frame: Any) -> None:
+        # Only a note: no lock may be taken here (the interrupted thread may hold it).
+        self._signals.append(signum)
+
+    def request_stop(self) -> None:
+        """What SIGTERM does, callable from any thread."""
+        self._signals.append(signal.SIGTERM)
+        self.inbox.wake()
+
+    # -- the loop -----------------------------------------------------------------------------
+
+    def run(self) -> int:
+        try:
+            # Now, not when first needed: a package upgrade replaces the agent's files under
+            # the running daemon, and a later import could fail or mix two versions.
+            self.cloud.preload()
+        except Exception:
+            LOG.exception("cannot load the %s API module; confirmation will fail", self.cloud.name)
+        scheduler = Scheduler(
+            self.cloud.watchers(self.section, self.clock), self.inbox, self.clock.monotonic
+        )
+        self.presence.watchers = scheduler.names
+        self.lifecycle.load()
+        watching = scheduler.describe() or "no watcher enabled"
+        self.notifier.ready(f"watching {self.cloud.name}: {watching}")
+        LOG.info("watching %s: %s", self.cloud.name, watching)
+        self._pick_up()
+        scheduler.start()
+        try:
+            return self._loop()
+        finally:
+            scheduler.stop()
+
+    def _loop(self) -> int:
+        while True:
+            for item in self.inbox.wait(self._sleep_for()):
+                if isinstance(item, Polled):
+                    self._polled(item)
+            self._take_signals()
+            code = self._step()
+            if code is not None:
+                return code
+            self.notifier.ping()
+
+    def _sleep_for(self) -> Optional[float]:
+        """Until something is due: the run's progress line, or the next watchdog ping."""
+        waits = [PROGRESS_EVERY] if self.runs.current is not None else []
+        if self.notifier.watchdog_interval:
+            waits.append(self.notifier.watchdog_interval / 4)
+        return min(waits, default=None)
+
+    def _take_signals(self) -> None:
+        while self._signals:
+            signum = self._signals.pop(0)
+            if signum in STOP_SIGNALS:
+                self.stopping = True
+            else:
+                LOG.warning("%s received: ignored (no reload needed)", signal.Signals(signum).name)
+
+    def _step(self) -> Optional[int]:
+        run = self.runs.finished()
+        if run is not None:
+            if run.phase == RESUME and not run.cancel.is_set():
+                self._seen.discard(run.notice.event_id)
+            code = self.runs.settle(run, self.stopping)
+            if code is not None:
+                return code
+        self.runs.next(self.stopping)
+        if self.runs.current is not None:
+            self._status(self.runs.progress(self.stopping))
+            return None
+        if self.stopping:
+            LOG.info("stop requested; no drain under way, exiting")
+            self.notifier.stopping("stopped")
+            return exitcodes.FINISHED
+        self._status(f"watching {self.cloud.name}")
+        return None
+
+    def _status(self, text: str) -> None:
+        self.notifier.status(text)
+        self.report.status(text)
+
+    def _confirm(self, notice: Notice, budget_end: float, gone: Any, cancel: Any) -> Any:
+        return confirm_with(
+            self.cloud, notice, self.section, self.clock, budget_end, gone=gone, cancel=cancel
+        )
+
+    # -- notices ------------------------------------------------------------------------------
+
+    def _polled(self, polled: Polled) -> None:
+        self.report.polled(polled.watcher, polled.ok)
+        if not polled.ok:
+            return
+        for notice in polled.notices:
+            self._consider(notice)
+        now = self.clock.monotonic()
+        for tracked in self.presence.observe(polled.watcher, list(polled.notices), now):
+            self._gone(tracked.notice)
+        after = self.config.rebalance_resume_after
+        for notice in polled.notices:
+            age = self.presence.age(notice.event_id, now)
+            status = self.lifecycle.status(notice.event_id)
+            if d.expired(status, notice, age, after, self.runs.busy()):
+                LOG.warning(
+                    "rebalance recommendation %s has not become a termination in %.0f s: "
+                    "withdrawn; running the resume hooks",
+                    notice.event_id,
+                    age,
+                    extra=fields(NOTICE_ID=notice.event_id, KIND=notice.kind, OUTCOME="withdrawn"),
+                )
+                self.runs.withdraw(notice, f"no termination within {after:.0f} s", forget=False)
+
+    def _consider(self, notice: Notice) -> None:
+        event_id = notice.event_id
+        running = self.runs.view()
+        end = run_window(notice, DRAIN, self.clock, self.config)[1] if running else 0.0
+        status = self.lifecycle.status(event_id)
+        queued = self.runs.queued(event_id, DRAIN)
+        what = d.on_notice(status, notice, running, queued, self.config.confirm, end)
+        if what == d.KNOWN and event_id not in self._seen:
+            self._seen.add(event_id)
+            LOG.info("notice %s was already handled in this boot (%s)", event_id, status)
+        elif what == d.START:
+            self.runs.drain_now(notice)
+        elif what == d.CANCEL_FOR:
+            self.runs.cancel_for(notice)
+        elif what == d.BRING_FORWARD:
+            self.runs.bring_forward(notice, end)
+
+    def _gone(self, notice: Notice) -> None:
+        event_id = notice.event_id
+        if self.runs.running(event_id):
+            return  # its confirmation asks the presence tracker; an advisory drain ends first
+        status = self.lifecycle.status(event_id)
+        what, why = d.on_gone(status, notice, self.runs.busy(), self.runs.queued(event_id))
+        if what == d.WITHDRAW:
+            LOG.warning(
+                "%s notice %s has left the metadata service: %s; running the resume hooks",
+                notice.kind,
+                event_id,
+                why,
+                extra=fields(
+                    NOTICE_ID=event_id,
+                    KIND=notice.kind,
+                    OUTCOME="resumed" if why.startswith("back") else why,
+                ),
+            )
+            why = f"the notice left the metadata service: {why}"
+            self.runs.withdraw(notice, why, forget=True)
+        elif what == d.FORGET:
+            self.runs.forget(event_id)
+            self._seen.discard(event_id)
+            LOG.info("withdrawn notice %s has left the metadata service; forgotten", event_id)
+        elif what == d.UNTRACK:
+            self.presence.drop(event_id)
+
+    def _pick_up(self) -> None:
+        """Drains and resumes that an earlier process of this boot started and did not end."""
+        for notice, record in self.lifecycle.unfinished():
+            left = record.get("running") or {}
+            if isinstance(left.get("pgid"), int) and kill_leftover(left["pgid"], notice.event_id):
+                LOG.warning("ended what was left of hook %s from before the restart", left["hook"])
+            if record["status"] == lc.RESUMING:
+                LOG.warning(
+                    "running the resume hooks of %s: a restart came before they were over",
+                    notice.event_id,
+                    extra=fields(NOTICE_ID=notice.event_id),
+                )
+                self.runs.resume_later(notice, bool(record.get("forget", True)))
+                continue
+            LOG.warning(
+                "resuming the drain of %s interrupted by a restart",
+                notice.event_id,
+                extra=fields(NOTICE_ID=notice.event_id),
+            )
+            self._consider(notice)
