@@ -54,7 +54,7 @@ class Daemon:
     ) -> None:
         self.config = config
         self.cloud = cloud
-        self.section = config.section(cloud.name)
+        self.section = config.sections.get(cloud.name)  # every registered cloud has one
         self.clock = clock
         self.notifier = notifier
         self.lifecycle = lifecycle
@@ -69,6 +69,7 @@ class Daemon:
             confirmer or self._confirm,
             dry_run=dry_run,
             report=self.report,
+            status=self._status,
         )
         self.runs = RunQueue(
             config, clock, lifecycle, self.presence, worker, notifier, self.report, self.inbox.wake

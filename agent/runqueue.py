@@ -77,9 +77,7 @@ class RunQueue:
         )
 
     def queued(self, event_id: str, phase: Optional[str] = None) -> bool:
-        return any(
-            q.notice.event_id == event_id and phase in (None, q.phase) for q in self.items
-        )
+        return any(q.notice.event_id == event_id and phase in (None, q.phase) for q in self.items)
 
     def busy(self) -> bool:
         return self.current is not None or any(q.phase == DRAIN for q in self.items)
@@ -182,7 +180,7 @@ class RunQueue:
         event_id = item.notice.event_id
         threading.Thread(
             target=self.worker.run,
-            args=(run, lambda: self.presence.gone(event_id), lambda run: self.wake()),
+            args=(run, lambda: self.presence.gone(event_id), self.wake),
             name=f"{item.phase}-{item.notice.kind}",
             daemon=True,
         ).start()
@@ -228,8 +226,11 @@ class RunQueue:
         )
         if end.event is not None:
             self.lifecycle.apply(notice.event_id, end.event, **end.details)
-        if end.requeue:
-            self.items.appendleft(Queued(notice, RESUME, run.forget))
+        if end.requeue:  # first of the resumes, after the drains that cut it short
+            drains = next((i for i, q in enumerate(self.items) if q.phase != DRAIN), None)
+            self.items.insert(
+                len(self.items) if drains is None else drains, Queued(notice, RESUME, run.forget)
+            )
         if end.resume:
             self.items.append(Queued(notice, RESUME, True))
             self.presence.drop(notice.event_id)
@@ -241,7 +242,8 @@ class RunQueue:
         if end.outcome != "cancelled":
             self.report.outcome(notice, end.outcome, self.lifecycle.get(notice.event_id) or {})
         if end.exit_code is not None:
-            self.notifier.stopping(f"{end.outcome} {notice.action}")
+            what = end.outcome.replace("-", " ")
+            self.notifier.stopping(what if what == "stopped" else f"{what} {notice.action}")
         return end.exit_code
 
 
@@ -254,7 +256,10 @@ def _log_end(run: Run, end: d.RunEnd) -> None:
     if end.outcome == "failed":
         text, level = f"{run.phase} of {notice.event_id} failed: {end.message}", logging.ERROR
     elif end.outcome == "cancelled":
-        text, level = f"{run.phase} of {notice.event_id} cancelled ({run.summary()})", logging.WARNING
+        text, level = (
+            f"{run.phase} of {notice.event_id} cancelled ({run.summary()})",
+            logging.WARNING,
+        )
     elif end.outcome == "resumed":
         text = f"resume of {notice.event_id} finished: {run.summary()}"
     elif end.outcome == "confirmed":

@@ -142,6 +142,7 @@ class Worker:
         *,
         dry_run: bool = False,
         report: Any = None,
+        status: Callable[[str], None] = lambda text: None,
     ) -> None:
         self.config = config
         self.clock = clock
@@ -150,13 +151,16 @@ class Worker:
         self.confirmer = confirmer
         self.dry_run = dry_run
         self.report = report
+        self.status = status
         self.runner = HookRunner(clock, config.kill_grace, config.hook_timeout)
 
-    def run(self, run: Run, gone: Callable[[], bool], finished: Callable[[Run], None]) -> None:
-        """The thread's target. Whatever it raises marks the run failed: the loop then exits
-        1, systemd restarts the agent, and the restart picks the run up from the state file."""
+    def run(self, run: Run, gone: Callable[[], bool], changed: Callable[[], None]) -> None:
+        """The thread's target; ``changed`` tells the loop to look (a step over, the end).
+
+        Whatever it raises marks the run failed: the loop then exits 1, systemd restarts the
+        agent, and the restart picks the run up from the state file."""
         try:
-            self._run_hooks(run)
+            self._run_hooks(run, changed)
             if run.phase == DRAIN and not run.cancel.is_set():
                 run.drained = True
                 self.lifecycle.apply(run.notice.event_id, lc.DRAIN_DONE)
@@ -167,6 +171,8 @@ class Worker:
                     extra=fields(NOTICE_ID=run.notice.event_id, KIND=run.notice.kind),
                 )
                 if run.notice.terminal and self.config.confirm and run.followed_by is None:
+                    run.stage = CONFIRMING
+                    self.status(f"confirming {run.notice.action}")
                     self._confirm(run, gone)
         except BaseException:
             run.failed = True
@@ -178,9 +184,9 @@ class Worker:
             )
         finally:
             run.done.set()
-            finished(run)
+            changed()
 
-    def _run_hooks(self, run: Run) -> None:
+    def _run_hooks(self, run: Run, changed: Callable[[], None]) -> None:
         notice = run.notice
         event_id = notice.event_id
         hooks, refused = self.hooks()
@@ -212,6 +218,7 @@ class Worker:
             self.lifecycle.hook_result(event_id, run.phase, hook.name, result.to_dict(), finished)
             if self.report is not None:
                 self.report.hook_result(notice, run.phase, result)
+            changed()
 
         self.runner.run(
             todo,
@@ -239,7 +246,6 @@ class Worker:
     def _confirm(self, run: Run, gone: Callable[[], bool]) -> None:
         """Ask the cloud API within the budget, while the loop keeps polling."""
         notice = run.notice
-        run.stage = CONFIRMING
         budget_end = confirmation_end(run.deadline, self.clock, self.config)
         LOG.info(
             "confirming %s %s through the cloud API (for up to %.0f s)",

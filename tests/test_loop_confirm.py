@@ -1,7 +1,7 @@
-"""The daemon's confirm and withdraw paths, with a scripted provider and real hook processes.
+"""The loop's confirm and withdraw paths, with a scripted cloud and real hook processes.
 
-The provider's watchers return whatever the test puts in them; its ``confirm`` is a
-function of the test's. The daemon runs in a thread on the real clock with short poll
+The cloud's watchers return whatever the test puts in them; confirmation is a function of
+the test's. The daemon runs in a thread on the real clock with short poll
 intervals; every wait in a test is a bounded wait on a condition.
 """
 
@@ -9,15 +9,20 @@ from __future__ import annotations
 
 import threading
 import time
-from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any, Callable, Optional
 
-from agent import exitcodes, state
+from agent import exitcodes
+from agent import lifecycle as state
 from agent.clock import Clock
+from agent.clouds.base import Cloud, Watcher
 from agent.config import Config
-from agent.daemon import GONE_POLLS, Daemon
+from agent.confirmation import Confirmation, Verdict
+from agent.lifecycle import Lifecycle
+from agent.loop import Daemon
+from agent.presence import GONE_POLLS
+from agent.state import StateFile
 from agent.hooks import Hook
 from agent.notice import (
     REBALANCE_RECOMMENDATION,
@@ -26,7 +31,6 @@ from agent.notice import (
     TERMINAL_KINDS,
     Notice,
 )
-from agent.providers.base import Confirmation, Provider, Verdict, Watcher
 from agent.systemd import Notifier
 from tests import waiting
 
@@ -47,6 +51,7 @@ class ListWatcher(Watcher):
     def __init__(self, name: str) -> None:
         self.name = name
         self.interval = INTERVAL
+        self.max_backoff = INTERVAL
         self.present: list[Notice] = []
         self.failing = False
         self.polls = 0
@@ -58,27 +63,26 @@ class ListWatcher(Watcher):
         return list(self.present)
 
 
-@dataclass
-class ScriptedProvider(Provider):
-    confirm_fn: ConfirmFn
-    watchers_: list[ListWatcher]
-    name: str = "scripted"
-    calls: list[dict[str, Any]] = field(default_factory=list)
+class ScriptedCloud(Cloud):
+    name = "scripted"
+    section = dict
 
-    def watchers(self, config: Config, clock: Clock) -> list[Watcher]:
+    def __init__(self, confirm_fn: ConfirmFn, watchers: list[ListWatcher]) -> None:
+        self.confirm_fn = confirm_fn
+        self.watchers_ = watchers
+        self.calls: list[dict[str, Any]] = []
+
+    def watchers(self, section: Any, clock: Clock) -> list[Watcher]:
         return list(self.watchers_)
 
     def confirm(
         self,
         notice: Notice,
-        config: Config,
-        clock: Clock,
         budget_end: float,
-        *,
-        gone: Callable[[], bool] = lambda: False,
-        cancel: Optional[threading.Event] = None,
+        gone: Callable[[], bool],
+        cancel: threading.Event,
     ) -> Optional[Confirmation]:
-        self.calls.append({"notice": notice, "budget_left": budget_end - clock.monotonic()})
+        self.calls.append({"notice": notice, "budget_left": budget_end - time.monotonic()})
         return self.confirm_fn(notice=notice, gone=gone, cancel=cancel)
 
 
@@ -117,7 +121,7 @@ def make_notice(kind: str = SPOT_INTERRUPTION, event: str = "", seconds: float =
 class Harness:
     def __init__(self, tmp: Path, confirm_fn: ConfirmFn, **config: Any) -> None:
         self.watcher = ListWatcher("scripted-spot")
-        self.provider = ScriptedProvider(confirm_fn, [self.watcher])
+        self.provider = ScriptedCloud(confirm_fn, [self.watcher])
         self.hooks = Recorder(tmp)
         self.sent: list[str] = []
         settings = {
@@ -128,14 +132,15 @@ class Harness:
             "kill_grace": 1.0,
             **config,
         }
-        self.store = state.StateStore(tmp / "state", "boot-1")
+        self.store = Lifecycle(StateFile(tmp / "state", "boot-1"), strict=True)
         self.daemon = Daemon(
             Config(**settings),
             self.provider,
             Clock(),
             Notifier(self.sent.append, watchdog_interval=0.2),
             self.store,
-            hook_source=lambda: (list(self.hooks.hooks), []),
+            hooks=lambda: (list(self.hooks.hooks), []),
+            confirmer=self.provider.confirm,
         )
         self.code: Optional[int] = None
         self.thread = threading.Thread(target=self._run, daemon=True)
@@ -149,7 +154,7 @@ class Harness:
         return self
 
     def stop(self) -> None:
-        self.daemon._on_signal(15, None)
+        self.daemon.request_stop()
 
     def exit_code(self) -> int:
         self.thread.join(TIMEOUT)
