@@ -99,7 +99,7 @@ class Lifecycle:
                 Notice.from_dict(record["notice"])
                 if not isinstance(record.get("status"), str):
                     raise ValueError("no status")
-                hooks = record.setdefault("hooks", {})
+                hooks = record["hooks"]
                 if not isinstance(hooks, dict) or not all(isinstance(h, dict) for h in hooks.values()):
                     raise ValueError("hook results are not tables")
             except (KeyError, ValueError, TypeError) as exc:

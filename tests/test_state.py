@@ -1,4 +1,8 @@
-"""The state file: atomic writes, one boot's records only, damage set aside, failures survived."""
+"""The state file: atomic writes, one boot's records only, damage set aside, failures survived.
+
+The records are written through :class:`agent.lifecycle.Lifecycle`, the only writer; the
+``StateStore`` below drives it with the verbs these tests read best.
+"""
 
 from __future__ import annotations
 
@@ -10,10 +14,11 @@ from pathlib import Path
 
 import pytest
 
+from agent import lifecycle as lc
 from agent import notice as n
 from agent import state
 from agent.notice import Notice
-from agent.state import FILE_NAME, StateStore
+from agent.state import FILE_NAME, StateFile
 
 BOOT = "3c1f7e2a-0000-4000-8000-000000000001"
 OTHER_BOOT = "3c1f7e2a-0000-4000-8000-000000000002"
@@ -31,6 +36,48 @@ def make_notice(event: str = "spot", kind: str = n.SPOT_INTERRUPTION) -> Notice:
         raw='{"action": "terminate", "time": "2017-09-18T08:22:00Z"}',
         detected_at=datetime(2017, 9, 18, 8, 20, 1, tzinfo=UTC),
     )
+
+
+class StateStore:
+    def __init__(self, folder: Path, boot: str) -> None:
+        self.life = lc.Lifecycle(StateFile(folder, boot), strict=True)
+
+    @property
+    def path(self) -> Path:
+        return self.life.file.path
+
+    @path.setter
+    def path(self, value: Path) -> None:
+        self.life.file.path = value
+
+    def load(self) -> None:
+        self.life.load()
+
+    def start(self, notice: Notice) -> None:
+        self.life.apply(notice.event_id, lc.START, notice)
+
+    def hook_result(self, event_id: str, phase: str, hook: str, result: dict) -> None:
+        self.life.hook_result(event_id, phase, hook, result, finished=True)
+
+    def set_status(self, event_id: str, status: str, **details: object) -> None:
+        assert status == lc.DRAINED
+        self.life.apply(event_id, lc.DRAIN_DONE, **details)
+
+    def forget(self, event_id: str) -> None:
+        if self.life.status(event_id) is not None:
+            if self.life.status(event_id) == lc.DRAINING:
+                self.life.apply(event_id, lc.DRAIN_DONE)
+            self.life.apply(event_id, lc.WITHDRAW)
+            self.life.apply(event_id, lc.FORGET)
+
+    def get(self, event_id: str) -> object:
+        return self.life.get(event_id)
+
+    def unfinished(self) -> list[Notice]:
+        return [notice for notice, _ in self.life.unfinished()]
+
+    def finished_hooks(self, event_id: str, phase: str) -> set[str]:
+        return self.life.finished_hooks(event_id, phase)
 
 
 def on_disk(folder: Path) -> dict:
@@ -55,7 +102,7 @@ def test_every_change_is_written_whole(store: StateStore, tmp_path: Path) -> Non
         lambda: store.start(first),
         lambda: store.start(second),
         lambda: store.hook_result(first.event_id, "drain", "10-drain", {"outcome": "ok"}),
-        lambda: store.set_status(first.event_id, state.DRAINED, confirmed_at="x"),
+        lambda: store.set_status(first.event_id, lc.DRAINED, confirmed_at="x"),
         lambda: store.forget(second.event_id),
     ]
     for step in steps:
@@ -70,7 +117,7 @@ def test_every_change_is_written_whole(store: StateStore, tmp_path: Path) -> Non
     assert record["status"] == "drained"
     assert record["confirmed_at"] == "x"
     assert record["notice"] == first.to_dict()
-    assert record["hooks"] == {"drain": {"10-drain": {"outcome": "ok"}}}
+    assert record["hooks"] == {"drain": {"10-drain": {"outcome": "ok", "finished": True}}}
 
 
 def test_state_dir_is_created(tmp_path: Path) -> None:
@@ -112,7 +159,7 @@ def test_write_failure_logs_once_and_never_raises(
     with caplog.at_level(logging.INFO, logger="agent.state"):
         store.start(notice)
         store.hook_result(notice.event_id, "drain", "10-a", {"outcome": "ok"})
-        store.set_status(notice.event_id, state.DRAINED)
+        store.set_status(notice.event_id, lc.DRAINED)
     errors = [r for r in caplog.records if r.levelno == logging.ERROR]
     assert len(errors) == 1
     assert f"cannot write state file {blocker / 'state' / FILE_NAME}" in errors[0].getMessage()
@@ -145,7 +192,7 @@ def test_unfinished_returns_draining_notices(tmp_path: Path) -> None:
     a, b, c = make_notice("a"), make_notice("b"), make_notice("c", n.ASG_TERMINATION)
     for notice in (a, b, c):
         first.start(notice)
-    first.set_status(b.event_id, state.DRAINED)
+    first.set_status(b.event_id, lc.DRAINED)
     assert first.unfinished() == [a, c]
 
     again = StateStore(tmp_path, BOOT)
@@ -269,7 +316,7 @@ def test_hook_results_are_kept_per_phase(tmp_path: Path) -> None:
     again.load()
     assert again.finished_hooks(notice.event_id, "drain") == {"10-a", "20-b"}
     hooks = again.get(notice.event_id)["hooks"]  # type: ignore[index]
-    assert hooks["drain"]["20-b"] == {"outcome": "failed", "exit_code": 3}
+    assert hooks["drain"]["20-b"] == {"outcome": "failed", "exit_code": 3, "finished": True}
     # A restarted drain keeps what already ran.
     again.start(notice)
     assert again.finished_hooks(notice.event_id, "drain") == {"10-a", "20-b"}
@@ -294,6 +341,7 @@ def test_forget_drops_the_record_for_good(tmp_path: Path) -> None:
     store.hook_result(notice.event_id, "drain", "10-a", {"outcome": "ok"})
     store.forget(notice.event_id)
     store.forget("aws:never-seen")
+    store.hook_result(notice.event_id, "drain", "10-a", {"outcome": "ok"})  # too late: ignored
     assert store.get(notice.event_id) is None
     assert store.unfinished() == []
     assert on_disk(tmp_path)["notices"] == {}
