@@ -2,12 +2,13 @@
 
 ::
 
-    (none) ──start──▶ draining ──drained──▶ drained ──confirmed──────▶ confirmed
-       ▲                 ▲  │                  │  └──not-confirmed────▶ not-confirmed
-       │                 └──┘ start (again:    │                            │
-       │                      restart, cancel) └──withdraw──▶ resuming ◀────┘ withdraw
-       │                                                       │  │          (hibernate: back)
-       └─────────────────────────── forget ◀───────────────────┘  └─resumed─▶ withdrawn ─forget─▶ (none)
+    (none) ─start─▶ draining ─drained─▶ drained ─confirmed───────▶ confirmed
+                    ▲  │                │  └─not-confirmed───▶ not-confirmed
+                    └──┘ start again    │                            │ withdraw
+                    (restart, cancel)   └─withdraw─▶ resuming ◀──────┘ (hibernate: back)
+                                                      │    └─resumed─▶ withdrawn
+                                       (none) ◀─forget┘                  │ forget
+                                                                         ▼ (none)
 
 ``draining`` and ``resuming`` are unfinished: a restart in this boot takes them up again.
 A status this version does not know (a newer agent wrote it) counts as unfinished, so a live
@@ -100,7 +101,9 @@ class Lifecycle:
                 if not isinstance(record.get("status"), str):
                     raise ValueError("no status")
                 hooks = record["hooks"]
-                if not isinstance(hooks, dict) or not all(isinstance(h, dict) for h in hooks.values()):
+                if not isinstance(hooks, dict) or not all(
+                    isinstance(h, dict) for h in hooks.values()
+                ):
                     raise ValueError("hook results are not tables")
             except (KeyError, ValueError, TypeError) as exc:
                 self.file.set_aside(f"record {event_id!r}: {exc}")

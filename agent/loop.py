@@ -9,8 +9,10 @@ one queue of runs (drains and resumes), one running at a time in a worker thread
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import signal
+from datetime import timedelta
 from typing import Any, Optional
 
 from agent import decisions as d
@@ -23,7 +25,7 @@ from agent.confirmation import confirm_with
 from agent.hooks import DRAIN, RESUME
 from agent.hooks.runner import kill_leftover
 from agent.logs import fields
-from agent.notice import Notice
+from agent.notice import SHUTDOWN, TERMINAL_KINDS, Notice
 from agent.presence import Presence
 from agent.report import Reporter
 from agent.runqueue import RunQueue
@@ -37,6 +39,9 @@ STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
 IGNORED_SIGNALS = (signal.SIGHUP, signal.SIGUSR1, signal.SIGUSR2, signal.SIGALRM)
 """Fatal by default, yet no reason to die mid-drain: logged and carried on."""
 PROGRESS_EVERY = 1.0
+SHUTDOWN_ASK_TIMEOUT = 2.0
+"""How long a stop waits for the cloud's answer to "is this an interruption?"."""
+
 
 class Daemon:
     def __init__(
@@ -75,6 +80,7 @@ class Daemon:
             config, clock, lifecycle, self.presence, worker, notifier, self.report, self.inbox.wake
         )
         self.stopping = False
+        self._asked_at_stop = False
         self._signals: list[int] = []
         self._seen: set[str] = set()
 
@@ -157,12 +163,51 @@ class Daemon:
         if self.runs.current is not None:
             self._status(self.runs.progress(self.stopping))
             return None
+        if self.stopping and self._drain_on_shutdown():
+            return None
         if self.stopping:
             LOG.info("stop requested; no drain under way, exiting")
             self.notifier.stopping("stopped")
             return exitcodes.FINISHED
         self._status(f"watching {self.cloud.name}")
         return None
+
+    def _drain_on_shutdown(self) -> bool:
+        """A stop with nothing running, and no termination drained in this boot: the cloud
+        may have sent its soft-off with the notice (GCP does). Ask once; if it is one, drain
+        now within ``shutdown_timeout``. With ``drain_on_shutdown``, the hooks for kind
+        ``shutdown`` run on every stop. True when a drain started."""
+        if self._asked_at_stop:
+            return False
+        self._asked_at_stop = True
+        records = self.lifecycle.all().values()
+        if any(r["notice"].get("kind") in TERMINAL_KINDS for r in records):
+            return False
+        now = self.clock.now()
+        bound = now + timedelta(seconds=self.config.shutdown_timeout)
+        notice = None
+        try:
+            notice = self.cloud.interrupted_now(self.section, self.clock, SHUTDOWN_ASK_TIMEOUT)
+        except Exception as exc:
+            LOG.warning("cannot tell whether this stop is an interruption: %s", exc)
+        if notice is None and self.config.drain_on_shutdown:
+            notice = Notice.observed(self.cloud.name, SHUTDOWN, "shutdown", "local", bound, "", now)
+        if notice is None:
+            return False
+        if notice.deadline is None or notice.deadline > bound:
+            notice = dataclasses.replace(notice, deadline=bound)
+        LOG.warning(
+            "stopping during a %s notice: draining on the shutdown path (for up to %.0f s)",
+            notice.kind,
+            self.config.shutdown_timeout,
+            extra=fields(NOTICE_ID=notice.event_id, KIND=notice.kind),
+        )
+        status = self.lifecycle.status(notice.event_id)
+        if d.on_notice(status, notice, None, False, self.config.confirm, 0.0) != d.START:
+            return False
+        self.runs.drain_now(notice)
+        self._status(self.runs.progress(self.stopping))
+        return True
 
     def _status(self, text: str) -> None:
         self.notifier.status(text)

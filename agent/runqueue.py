@@ -189,7 +189,8 @@ class RunQueue:
         """The status line of the run under way; a stop cuts a confirmation short and asks
         systemd for the time the hooks still need."""
         run = self.current
-        assert run is not None
+        if run is None:
+            return "idle"
         if run.stage == CONFIRMING:
             why = "stop requested" if stopping else "a termination drains next"
             if (stopping or run.followed_by is not None) and not run.cancel.is_set():

@@ -84,7 +84,9 @@ class StateFile:
         aside = self.path.with_name(f"{FILE_NAME}.damaged")
         with contextlib.suppress(OSError):
             os.replace(self.path, aside)
-        LOG.error("state file %s is damaged (%s); moved to %s, starting fresh", self.path, why, aside)
+        LOG.error(
+            "state file %s is damaged (%s); moved to %s, starting fresh", self.path, why, aside
+        )
 
     def save(self, records: Records) -> bool:
         """Write every record at once; False (logged once until it works again) on failure."""

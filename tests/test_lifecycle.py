@@ -61,7 +61,7 @@ def bring_to(life: lc.Lifecycle, status: Optional[str]) -> str:
 @pytest.mark.parametrize(
     ("before", "event", "after"),
     [(b, e, a) for (b, e), a in lc.TRANSITIONS.items() if b != lc.UNKNOWN],
-    ids=lambda v: str(v),
+    ids=str,
 )
 def test_every_row_of_the_table_moves_the_record_and_the_file(
     tmp_path: Path, before: Optional[str], event: str, after: Optional[str]

@@ -19,11 +19,9 @@ from agent.clock import Clock
 from agent.clouds.base import Cloud, Watcher
 from agent.config import Config
 from agent.confirmation import Confirmation, Verdict
+from agent.hooks import Hook
 from agent.lifecycle import Lifecycle
 from agent.loop import Daemon
-from agent.presence import GONE_POLLS
-from agent.state import StateFile
-from agent.hooks import Hook
 from agent.notice import (
     REBALANCE_RECOMMENDATION,
     SCHEDULED_MAINTENANCE,
@@ -31,6 +29,8 @@ from agent.notice import (
     TERMINAL_KINDS,
     Notice,
 )
+from agent.presence import GONE_POLLS
+from agent.state import StateFile
 from agent.systemd import Notifier
 from tests import waiting
 
@@ -74,6 +74,12 @@ class ScriptedCloud(Cloud):
 
     def watchers(self, section: Any, clock: Clock) -> list[Watcher]:
         return list(self.watchers_)
+
+    at_stop: Optional[Notice] = None
+    """What the cloud answers when a stop asks whether this is an interruption."""
+
+    def interrupted_now(self, section: Any, clock: Clock, timeout: float) -> Optional[Notice]:
+        return self.at_stop
 
     def confirm(
         self,

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import dataclasses
 import signal
-import threading
 from pathlib import Path
 from typing import Any, Callable, Optional
 
@@ -17,11 +16,10 @@ import pytest
 
 from agent import exitcodes
 from agent import lifecycle as state
-from agent.hooks import Hook
-from agent.notice import REBALANCE_RECOMMENDATION, SCHEDULED_MAINTENANCE, Notice
 from agent.confirmation import Verdict
+from agent.hooks import Hook
+from agent.notice import REBALANCE_RECOMMENDATION, SCHEDULED_MAINTENANCE, SHUTDOWN, Notice
 from tests.test_loop_confirm import (
-    TIMEOUT,
     Harness,
     answer,
     make_notice,
@@ -269,3 +267,44 @@ def test_a_stop_ends_an_idle_loop_within_about_a_second(harness: Callable[..., H
     h.thread.join(1.0)
     assert not h.thread.is_alive()
     assert h.exit_code() == exitcodes.FINISHED
+
+
+# -- the shutdown path -------------------------------------------------------------------------
+
+
+def test_a_stop_during_an_interruption_drains_before_exiting(
+    harness: Callable[..., Harness],
+) -> None:
+    h = harness(answer(Verdict.CONFIRMED), shutdown_timeout=20.0)
+    h.hooks.add("10-drain")
+    h.start()
+    h.provider.at_stop = make_notice(seconds=30)  # the soft-off came with the notice
+    h.stop()
+    assert h.exit_code() == exitcodes.FINISHED
+    assert h.hooks.calls() == ["10-drain drain"]
+    assert any(m.startswith("EXTEND_TIMEOUT_USEC=") for m in h.sent)
+    record = h.store.get(make_notice().event_id)
+    assert record is not None
+    assert record["hooks"]["drain"]["10-drain"]["outcome"] == "ok"
+
+
+def test_a_plain_stop_runs_no_hook(harness: Callable[..., Harness]) -> None:
+    h = harness(answer(Verdict.CONFIRMED))
+    h.hooks.add("10-drain")
+    h.hooks.add("20-shutdown", frozenset({SHUTDOWN}))
+    h.start()
+    h.stop()
+    assert h.exit_code() == exitcodes.FINISHED
+    assert h.hooks.calls() == []
+
+
+def test_drain_on_shutdown_runs_the_shutdown_hooks_on_every_stop(
+    harness: Callable[..., Harness],
+) -> None:
+    h = harness(answer(Verdict.CONFIRMED), drain_on_shutdown=True, shutdown_timeout=20.0)
+    h.hooks.add("10-drain")
+    h.hooks.add("20-shutdown", frozenset({SHUTDOWN}))
+    h.start()
+    h.stop()
+    assert h.exit_code() == exitcodes.FINISHED
+    assert h.hooks.calls() == ["20-shutdown drain"]
