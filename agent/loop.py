@@ -117,6 +117,7 @@ class Daemon:
         self.lifecycle.load()
         watching = scheduler.describe() or "no watcher enabled"
         self.notifier.ready(f"watching {self.cloud.name}: {watching}")
+        self.report.status(f"watching {self.cloud.name}: {watching}")
         LOG.info("watching %s: %s", self.cloud.name, watching)
         self._pick_up()
         scheduler.start()
@@ -168,6 +169,7 @@ class Daemon:
         if self.stopping:
             LOG.info("stop requested; no drain under way, exiting")
             self.notifier.stopping("stopped")
+            self.report.status("stopped")
             return exitcodes.FINISHED
         self._status(f"watching {self.cloud.name}")
         return None

@@ -240,11 +240,13 @@ class RunQueue:
         if run.phase == DRAIN and run.drained and not notice.terminal:
             self.presence.restart(notice.event_id, self.clock.monotonic())
         _log_end(run, end)
-        if end.outcome != "cancelled":
+        if end.outcome not in ("cancelled", "drained", "stopped"):  # "drained": said by the run
             self.report.outcome(notice, end.outcome, self.lifecycle.get(notice.event_id) or {})
         if end.exit_code is not None:
             what = end.outcome.replace("-", " ")
-            self.notifier.stopping(what if what == "stopped" else f"{what} {notice.action}")
+            what = what if what == "stopped" else f"{what} {notice.action}"
+            self.notifier.stopping(what)
+            self.report.status(what)
         return end.exit_code
 
 

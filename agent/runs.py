@@ -170,6 +170,9 @@ class Worker:
                     run.summary(),
                     extra=fields(NOTICE_ID=run.notice.event_id, KIND=run.notice.kind),
                 )
+                if self.report is not None:
+                    record = self.lifecycle.get(run.notice.event_id) or {}
+                    self.report.outcome(run.notice, "drained", record)
                 if run.notice.terminal and self.config.confirm and run.followed_by is None:
                     run.stage = CONFIRMING
                     self.status(f"confirming {run.notice.action}")
