@@ -13,14 +13,14 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Optional
 
-from agent import __version__, exitcodes
+from agent import __version__, clouds, exitcodes, statelock
 from agent.config import Config, ConfigError, load
 from agent.logs import FORMATS, setup
 from agent.notice import KINDS, SPOT_INTERRUPTION, Notice
 
 LOG = logging.getLogger(__name__)
 
-WATCHABLE = ("aws", "alibaba")
+WATCHABLE = clouds.names()
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -29,24 +29,22 @@ def _parser() -> argparse.ArgumentParser:
         description="Watches instance metadata for spot/preemptible interruption notices and "
         "runs drain hooks before the deadline.",
         epilog="Exit codes: 0 finished, 1 failure, 2 usage, 3 check failed, 4 not confirmed, "
-        "5 unsupported cloud, 78 bad config. Configuration: /etc/preempt-agent/agent.toml.",
+        "5 unsupported cloud, 6 already running, 78 bad config. "
+        "Configuration: /etc/preempt-agent/agent.toml.",
     )
     parser.add_argument("--version", action="version", version=f"preempt-agent {__version__}")
-    parser.add_argument(
-        "--config", type=Path, help="config file (default /etc/preempt-agent/agent.toml)"
-    )
-    parser.add_argument(
-        "--log-format",
-        choices=FORMATS,
-        default="auto",
-        help="default: journal under systemd, else text",
-    )
-    parser.add_argument(
-        "--log-level", choices=("debug", "info", "warning", "error"), help="overrides log_level"
-    )
+    _global_options(parser, {"config": None, "log_format": "auto", "log_level": None})
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    commands.add_parser("run", help="the daemon: watch, drain, confirm, exit")
+    run_command = commands.add_parser("run", help="the daemon: watch, drain, confirm, exit")
+    # Hidden: hooks see PREEMPT_DRY_RUN=1 (what `demo` runs).
+    run_command.add_argument("--dry-run", action="store_true", help=argparse.SUPPRESS)
     commands.add_parser("check", help="validate config and hooks, print the plan")
+    status = commands.add_parser(
+        "status",
+        help="what the agent watches, the current or last notice, each hook's result",
+        epilog="Exit codes: 0 no drain under way, 10 a drain or resume is under way.",
+    )
+    status.add_argument("--json", action="store_true", help="one JSON object, for machines")
     simulate = commands.add_parser(
         "simulate", help="run the hooks now for a synthetic notice (PREEMPT_DRY_RUN=1)"
     )
@@ -61,9 +59,41 @@ def _parser() -> argparse.ArgumentParser:
     )
     simulate.add_argument("--phase", choices=("drain", "resume"), default="drain")
     demo = commands.add_parser("demo", help="the whole cycle against a local mock metadata service")
-    demo.add_argument("--provider", choices=WATCHABLE, default="aws")
+    demo.add_argument("--provider", choices=WATCHABLE, default=WATCHABLE[0])
     demo.add_argument("--lead", type=float, default=4.0, help="seconds before the notice appears")
+    for command in commands.choices.values():
+        _global_options(command)
     return parser
+
+
+def _global_options(parser: argparse.ArgumentParser, defaults: Optional[dict] = None) -> None:
+    """--config, --log-format and --log-level, accepted before the command and after it.
+
+    Each command repeats them with no default (SUPPRESS), so a value given before the
+    command is kept unless it is given again after it.
+    """
+
+    def default(name: str) -> object:
+        return argparse.SUPPRESS if defaults is None else defaults[name]
+
+    parser.add_argument(
+        "--config",
+        type=Path,
+        default=default("config"),
+        help="config file (default /etc/preempt-agent/agent.toml)",
+    )
+    parser.add_argument(
+        "--log-format",
+        choices=FORMATS,
+        default=default("log_format"),
+        help="default: journal under systemd, else text",
+    )
+    parser.add_argument(
+        "--log-level",
+        choices=("debug", "info", "warning", "error"),
+        default=default("log_level"),
+        help="overrides log_level",
+    )
 
 
 def main(argv: Optional[list[str]] = None) -> int:
@@ -84,9 +114,13 @@ def main(argv: Optional[list[str]] = None) -> int:
     setup(args.log_format, args.log_level or config.log_level)
     try:
         if args.command == "run":
-            return run(config)
+            return run(config, dry_run=args.dry_run)
         if args.command == "check":
             return check(config)
+        if args.command == "status":
+            from agent.report.status import show
+
+            return show(config, args.json)
         return simulate(config, args.kind, args.action, args.seconds, args.phase)
     except KeyboardInterrupt:
         return exitcodes.FINISHED
@@ -99,19 +133,30 @@ def resolve_provider(config: Config) -> tuple[Optional[str], str]:
     """The cloud to watch and the evidence for it; None when there is none we can watch."""
     if config.provider != "auto":
         return config.provider, "set in the configuration"
-    from agent.providers.detect import detect, metadata_probe
+    from agent.detect import detect, metadata_probe
 
     detection = detect(config.sysfs_root, metadata_probe(config) if config.probe_metadata else None)
     return detection.cloud, detection.evidence
 
 
-def run(config: Config) -> int:
-    from agent import providers
+def run(config: Config, dry_run: bool = False) -> int:
+    from agent import clouds
     from agent.clock import Clock
-    from agent.daemon import Daemon
-    from agent.state import StateStore, read_boot_id
+    from agent.lifecycle import Lifecycle
+    from agent.loop import Daemon
+    from agent.report import CLOSE_GRACE
+    from agent.report import build as build_report
+    from agent.state import StateFile, read_boot_id
     from agent.systemd import notifier_from_env
 
+    try:
+        lock = statelock.acquire(config.state_dir)
+    except statelock.AlreadyRunning as exc:
+        LOG.error("%s; not starting a second one", exc)
+        return exitcodes.ALREADY_RUNNING
+    except OSError as exc:  # a read-only or missing state folder: draining matters more
+        lock = None
+        LOG.error("cannot lock %s (%s); running without the lock", config.state_dir, exc)
     notifier = notifier_from_env()
     cloud, evidence = resolve_provider(config)
     if cloud not in WATCHABLE:
@@ -126,19 +171,34 @@ def run(config: Config) -> int:
         notifier.stopping("unsupported cloud")
         return exitcodes.UNSUPPORTED
     LOG.info("preempt-agent %s on %s (%s)", __version__, cloud, evidence)
+    try:
+        report = build_report(config, config.state_dir, cloud)
+    except ConfigError as exc:
+        LOG.error("invalid configuration: %s", exc)
+        notifier.ready("invalid configuration")
+        notifier.stopping("invalid configuration")
+        return exitcodes.CONFIG
     daemon = Daemon(
         config,
-        providers.get(cloud),
+        clouds.get(cloud),
         Clock(),
         notifier,
-        StateStore(config.state_dir, read_boot_id()),
+        Lifecycle(StateFile(config.state_dir, read_boot_id())),
+        report=report,
+        dry_run=dry_run,
     )
     daemon.install_signal_handlers()
-    return daemon.run()
+    try:
+        return daemon.run()
+    finally:
+        report.close(CLOSE_GRACE)
+        if lock is not None:
+            lock.release()
 
 
 def check(config: Config) -> int:
-    from agent.daemon import discover_hooks
+    from agent.hooks import scripts
+    from agent.runs import discover_hooks
 
     problems = 0
     print(f"config: {config.source or 'defaults (no config file)'}: ok")
@@ -152,6 +212,12 @@ def check(config: Config) -> int:
         )
     hooks, refused = discover_hooks(config)
     print(f"hooks: {config.hooks_dir}{' and plugins' if config.plugins else ''}")
+    if not config.hooks_dir.exists():
+        problems += 1
+        print(f"  MISSING {config.hooks_dir}: the folder does not exist; no hook script will run")
+    for skipped in scripts.passed_over(config.hooks_dir):
+        problems += 1
+        print(f"  SKIPPED {skipped.name}: {skipped.reason}")
     for kind in KINDS:
         names = [h.name for h in hooks if h.handles(kind, "drain")]
         print(f"  {kind}: {', '.join(names) if names else '(none)'}")
@@ -162,14 +228,53 @@ def check(config: Config) -> int:
         print(f"  REFUSED {bad.name}: {bad.reason}")
     if os.geteuid() == 0 and not config.state_dir.exists():
         print(f"state: {config.state_dir} does not exist yet (created on first write)")
+    unfit = window_problems(config)
+    for problem in unfit:
+        print(f"  REFUSED settings: {problem}")
+    if not unfit:
+        left = ", ".join(
+            f"{w - config.safety_margin - config.kill_grace:g} s of {w:g} s" for w in WINDOWS
+        )
+        print(f"settings: hooks get {left} (safety_margin and kill_grace taken off)")
+    problems += len(unfit)
     return exitcodes.CHECK_FAILED if problems else exitcodes.FINISHED
+
+
+WINDOWS = (120.0, 30.0)
+"""Notice windows every setup must fit: AWS's 2 minutes, and a short 30 seconds."""
+MIN_HOOK_TIME = 5.0
+"""Less than this for all hooks together is no drain."""
+MIN_HOOK_TIMEOUT = 1.0
+
+
+def window_problems(config: Config) -> list[str]:
+    """Why these settings cannot drain within a 2-minute or 30-second notice (or within
+    max_run_time, for notices without a deadline), with the numbers; [] when they can."""
+    margins = config.safety_margin + config.kill_grace
+    problems = []
+    windows = [(w, f"a {w:g} s notice") for w in WINDOWS]
+    windows.append((config.max_run_time, f"max_run_time = {config.max_run_time:g} s"))
+    for window, what in windows:
+        left = window - margins
+        if left < MIN_HOOK_TIME:
+            problems.append(
+                f"{what} leaves hooks {max(0.0, left):g} s: safety_margin "
+                f"{config.safety_margin:g} s + kill_grace {config.kill_grace:g} s = {margins:g} s "
+                f"of it; at least {MIN_HOOK_TIME:g} s must be left"
+            )
+    if 0 < config.hook_timeout < MIN_HOOK_TIMEOUT:
+        problems.append(
+            f"hook_timeout = {config.hook_timeout:g} s kills every hook before it can do anything "
+            f"(0 = whatever is left, else at least {MIN_HOOK_TIMEOUT:g} s)"
+        )
+    return problems
 
 
 def simulate(config: Config, kind: str, action: str, seconds: float, phase: str) -> int:
     """Runs the real hook runner on a synthetic notice; hooks see PREEMPT_DRY_RUN=1."""
     from agent.clock import Clock
-    from agent.drain import discover_hooks, run_window, select_hooks
     from agent.hooks.runner import OK, HookRunner
+    from agent.runs import discover_hooks, run_window, select_hooks
 
     clock = Clock()
     now = clock.now()

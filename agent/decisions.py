@@ -108,7 +108,9 @@ def expired(
 class RunEnd:
     """How a finished run moves its notice on."""
 
-    outcome: str  # failed, cancelled, resumed, drained, confirmed, not-confirmed, withdrawn, stopped
+    outcome: (
+        str  # failed, cancelled, resumed, drained, confirmed, not-confirmed, withdrawn, stopped
+    )
     exit_code: Optional[int] = None  # None: keep watching
     event: Optional[str] = None  # lifecycle event to apply
     details: dict[str, Any] = field(default_factory=dict)
@@ -148,7 +150,8 @@ def run_ended(
             None,
             end.event,
             end.details,
-            message="the instance hibernates and comes back in this boot; watching on",
+            message="the instance hibernates and comes back in this boot; watching on, the "
+            "resume hooks run once the notice has left the metadata service",
         )
     return end
 
@@ -167,9 +170,7 @@ def _settle(
     if found is None:
         return RunEnd("drained", exitcodes.FINISHED, message="cannot be confirmed")
     if found.verdict is Verdict.CONFIRMED:
-        return RunEnd(
-            "confirmed", exitcodes.FINISHED, lc.CONFIRM, {"confirmation": found.detail}
-        )
+        return RunEnd("confirmed", exitcodes.FINISHED, lc.CONFIRM, {"confirmation": found.detail})
     if found.verdict is Verdict.WITHDRAWN:
         details = {"withdrawn": found.detail, "forget": True}
         return RunEnd("withdrawn", None, lc.WITHDRAW, details, resume=True)

@@ -15,11 +15,10 @@ import textwrap
 import time
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
-from typing import Callable
 
 from agent import exitcodes
-from agent import mock_metadata as mock
 from agent.interpreter import python_command, python_env
+from agent.mock import flavors, rfc3339
 
 WINDOW = 30.0
 
@@ -49,29 +48,7 @@ HOOKS = {
 }
 
 
-def _aws(server: mock.MockMetadataServer, deadline: datetime, at: float) -> str:
-    mock.aws_defaults(server)
-    path = "/latest/meta-data/spot/instance-action"
-    server.set_at(path, mock.aws_spot_action("terminate", deadline), at)
-    return path
-
-
-def _alibaba(server: mock.MockMetadataServer, deadline: datetime, at: float) -> str:
-    mock.alibaba_defaults(server)
-    path = "/latest/meta-data/instance/spot/termination-time"
-    server.set_at(path, mock.rfc3339(deadline), at)
-    return path
-
-
-SCENARIOS: dict[
-    str, tuple[mock.Flavor, Callable[[mock.MockMetadataServer, datetime, float], str]]
-] = {
-    "aws": (mock.AWS, _aws),
-    "alibaba": (mock.ALIBABA, _alibaba),
-}
-
-
-def _write_setup(folder: Path, provider: str, url: str) -> Path:
+def _write_setup(folder: Path, provider: str, watcher: str, url: str) -> Path:
     hooks = folder / "hooks.d"
     hooks.mkdir(mode=0o755)
     hooks.chmod(0o755)
@@ -95,15 +72,15 @@ def _write_setup(folder: Path, provider: str, url: str) -> Path:
             [{provider}]
             metadata_url = "{url}"
 
-            [{provider}.spot]
+            [{provider}.{watcher}]
             interval = 1
             """)
     )
     return config
 
 
-def run_demo(provider: str = "aws", lead: float = 4.0) -> int:
-    flavor, scenario = SCENARIOS[provider]
+def run_demo(provider: str, lead: float = 4.0) -> int:
+    mock = flavors()[provider]
     start = time.monotonic()
 
     def say(text: str) -> None:
@@ -111,16 +88,20 @@ def run_demo(provider: str = "aws", lead: float = 4.0) -> int:
 
     with (
         tempfile.TemporaryDirectory(prefix="preempt-agent-demo-") as tmp,
-        mock.MockMetadataServer(flavor) as server,
+        mock.make_server() as server,
     ):
         deadline = datetime.now(timezone.utc) + timedelta(seconds=lead + WINDOW)
-        path = scenario(server, deadline, time.monotonic() + lead)
-        config = _write_setup(Path(tmp), provider, server.url)
-        say(f"mock {provider} metadata service on {server.url} (tokens required)")
-        say(f"a spot notice appears at {path} in {lead:.0f} s, deadline {mock.rfc3339(deadline)}")
-        say(f"starting: preempt-agent --config {config} run")
+        mock.defaults(server)
+        path = mock.spot_notice(server, deadline, time.monotonic() + lead)
+        config = _write_setup(Path(tmp), provider, mock.watcher, server.url)
+        tokens = " (tokens required)" if mock.flavor.token_header else ""
+        say(f"mock {provider} metadata service on {server.url}{tokens}")
+        say(f"a spot notice appears at {path} in {lead:.0f} s, deadline {rfc3339(deadline)}")
+        say(f"starting: preempt-agent --config {config} run --dry-run")
         child = subprocess.Popen(
-            python_command("agent", "--config", str(config), "--log-format", "text", "run"),
+            python_command(
+                "agent", "--config", str(config), "--log-format", "text", "run", "--dry-run"
+            ),
             env=python_env(os.environ),
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,

@@ -12,5 +12,8 @@ NOT_CONFIRMED = 4
 """Hooks ran, but the cloud API did not confirm the interruption within the budget."""
 UNSUPPORTED = 5
 """No cloud, or a cloud the agent cannot watch: nothing to do, and no restart loop."""
+ALREADY_RUNNING = 6
+"""Another agent holds the state directory's lock: this one must not drain too, and
+restarting it would only repeat that."""
 CONFIG = 78
 """The configuration is invalid (EX_CONFIG); a restart would not help."""

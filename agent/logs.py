@@ -17,6 +17,35 @@ from agent.systemd import under_journal
 FORMATS = ("auto", "text", "json", "journal")
 FIELDS = ("NOTICE_ID", "PROVIDER", "KIND", "HOOK", "OUTCOME", "PHASE")
 
+_CONTROLS = {c: f"\\x{c:02x}" for c in (*range(0x20), 0x7F, *range(0x80, 0xA0))}
+_CONTROLS.update({0x09: "\\t", 0x0A: "\\n", 0x0D: "\\r", 0x2028: "\\u2028", 0x2029: "\\u2029"})
+
+
+def escape_controls(text: str) -> str:
+    """``text`` with every control character written out (``\\n``, ``\\x00``, ``\\x1b``):
+    a value from a metadata answer or a hook's output can then neither forge a log line,
+    nor cut one short, nor drive the operator's terminal."""
+    return text.translate(_CONTROLS)
+
+
+class TextFormatter(logging.Formatter):
+    """One record, one line: the message's control characters are escaped. A traceback
+    follows on lines indented by two spaces, which no record's line begins with."""
+
+    def __init__(self) -> None:
+        super().__init__("%(asctime)s %(levelname)-7s %(message)s", "%Y-%m-%dT%H:%M:%S")
+
+    def formatMessage(self, record: logging.LogRecord) -> str:
+        record.message = escape_controls(record.message)
+        return super().formatMessage(record)
+
+    def formatException(self, ei: Any) -> str:
+        lines = super().formatException(ei).splitlines()
+        return "\n".join("  " + escape_controls(line) for line in lines)
+
+    def formatStack(self, stack_info: str) -> str:
+        return "\n".join("  " + escape_controls(line) for line in stack_info.splitlines())
+
 
 def fields(**values: Any) -> dict[str, Any]:
     """``extra=`` for a log call: ``LOG.info(..., extra=fields(HOOK=name))``."""
@@ -62,9 +91,7 @@ def setup(fmt: str = "auto", level: str = "info") -> str:
         if fmt == "json":
             handler.setFormatter(JsonFormatter())
         else:
-            handler.setFormatter(
-                logging.Formatter("%(asctime)s %(levelname)-7s %(message)s", "%Y-%m-%dT%H:%M:%S")
-            )
+            handler.setFormatter(TextFormatter())
     root = logging.getLogger()
     for old in list(root.handlers):
         root.removeHandler(old)

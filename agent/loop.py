@@ -9,15 +9,14 @@ one queue of runs (drains and resumes), one running at a time in a worker thread
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import signal
-from datetime import timedelta
 from typing import Any, Optional
 
 from agent import decisions as d
 from agent import exitcodes
 from agent import lifecycle as lc
+from agent.actions import build as build_actions
 from agent.clock import Clock
 from agent.clouds.base import Cloud
 from agent.config import Config
@@ -25,12 +24,13 @@ from agent.confirmation import confirm_with
 from agent.hooks import DRAIN, RESUME
 from agent.hooks.runner import kill_leftover
 from agent.logs import fields
-from agent.notice import SHUTDOWN, TERMINAL_KINDS, Notice
+from agent.notice import Notice
 from agent.presence import Presence
 from agent.report import Reporter
 from agent.runqueue import RunQueue
 from agent.runs import Confirmer, HookSource, Worker, discover_hooks, run_window
 from agent.scheduler import Inbox, Polled, Scheduler
+from agent.shutdown import shutdown_notice
 from agent.systemd import Notifier
 
 LOG = logging.getLogger(__name__)
@@ -39,8 +39,6 @@ STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
 IGNORED_SIGNALS = (signal.SIGHUP, signal.SIGUSR1, signal.SIGUSR2, signal.SIGALRM)
 """Fatal by default, yet no reason to die mid-drain: logged and carried on."""
 PROGRESS_EVERY = 1.0
-SHUTDOWN_ASK_TIMEOUT = 2.0
-"""How long a stop waits for the cloud's answer to "is this an interruption?"."""
 
 
 class Daemon:
@@ -75,6 +73,8 @@ class Daemon:
             dry_run=dry_run,
             report=self.report,
             status=self._status,
+            actions=build_actions(config, cloud),
+            after_drain=lambda notice: cloud.after_drain(notice, self.section, clock),
         )
         self.runs = RunQueue(
             config, clock, lifecycle, self.presence, worker, notifier, self.report, self.inbox.wake
@@ -175,37 +175,14 @@ class Daemon:
         return None
 
     def _drain_on_shutdown(self) -> bool:
-        """A stop with nothing running, and no termination drained in this boot: the cloud
-        may have sent its soft-off with the notice (GCP does). Ask once; if it is one, drain
-        now within ``shutdown_timeout``. With ``drain_on_shutdown``, the hooks for kind
-        ``shutdown`` run on every stop. True when a drain started."""
+        """Once per stop with nothing running: drain now if this stop is an interruption
+        (:mod:`agent.shutdown`). True when a drain started."""
         if self._asked_at_stop:
             return False
         self._asked_at_stop = True
-        records = self.lifecycle.all().values()
-        if any(r["notice"].get("kind") in TERMINAL_KINDS for r in records):
-            return False
-        now = self.clock.now()
-        bound = now + timedelta(seconds=self.config.shutdown_timeout)
-        notice = None
-        try:
-            notice = self.cloud.interrupted_now(self.section, self.clock, SHUTDOWN_ASK_TIMEOUT)
-        except Exception as exc:
-            LOG.warning("cannot tell whether this stop is an interruption: %s", exc)
-        if notice is None and self.config.drain_on_shutdown:
-            notice = Notice.observed(self.cloud.name, SHUTDOWN, "shutdown", "local", bound, "", now)
-        if notice is None:
-            return False
-        if notice.deadline is None or notice.deadline > bound:
-            notice = dataclasses.replace(notice, deadline=bound)
-        LOG.warning(
-            "stopping during a %s notice: draining on the shutdown path (for up to %.0f s)",
-            notice.kind,
-            self.config.shutdown_timeout,
-            extra=fields(NOTICE_ID=notice.event_id, KIND=notice.kind),
-        )
-        status = self.lifecycle.status(notice.event_id)
-        if d.on_notice(status, notice, None, False, self.config.confirm, 0.0) != d.START:
+        notice = shutdown_notice(self.cloud, self.section, self.config, self.clock, self.lifecycle)
+        status = self.lifecycle.status(notice.event_id) if notice else None
+        if notice is None or d.on_notice(status, notice, None, False, True, 0.0) != d.START:
             return False
         self.runs.drain_now(notice)
         self._status(self.runs.progress(self.stopping))
@@ -236,14 +213,8 @@ class Daemon:
             age = self.presence.age(notice.event_id, now)
             status = self.lifecycle.status(notice.event_id)
             if d.expired(status, notice, age, after, self.runs.busy()):
-                LOG.warning(
-                    "rebalance recommendation %s has not become a termination in %.0f s: "
-                    "withdrawn; running the resume hooks",
-                    notice.event_id,
-                    age,
-                    extra=fields(NOTICE_ID=notice.event_id, KIND=notice.kind, OUTCOME="withdrawn"),
-                )
-                self.runs.withdraw(notice, f"no termination within {after:.0f} s", forget=False)
+                why = f"it has not become a termination in {age:.0f} s"
+                self.runs.withdraw(notice, why, forget=False, outcome="withdrawn")
 
     def _consider(self, notice: Notice) -> None:
         event_id = notice.event_id
@@ -269,19 +240,9 @@ class Daemon:
         status = self.lifecycle.status(event_id)
         what, why = d.on_gone(status, notice, self.runs.busy(), self.runs.queued(event_id))
         if what == d.WITHDRAW:
-            LOG.warning(
-                "%s notice %s has left the metadata service: %s; running the resume hooks",
-                notice.kind,
-                event_id,
-                why,
-                extra=fields(
-                    NOTICE_ID=event_id,
-                    KIND=notice.kind,
-                    OUTCOME="resumed" if why.startswith("back") else why,
-                ),
-            )
-            why = f"the notice left the metadata service: {why}"
-            self.runs.withdraw(notice, why, forget=True)
+            outcome = "resumed" if why.startswith("back") else why
+            why = f"it has left the metadata service: {why}"
+            self.runs.withdraw(notice, why, forget=True, outcome=outcome)
         elif what == d.FORGET:
             self.runs.forget(event_id)
             self._seen.discard(event_id)

@@ -138,8 +138,16 @@ class RunQueue:
         self.lifecycle.apply(notice.event_id, lc.START, notice, after=run.notice.event_id)
         self.items.appendleft(Queued(notice, DRAIN))
 
-    def withdraw(self, notice: Notice, why: str, forget: bool) -> None:
+    def withdraw(self, notice: Notice, why: str, forget: bool, outcome: str = "") -> None:
         """Queue the resume phase; the record says ``resuming`` until it is over."""
+        if outcome:
+            LOG.warning(
+                "%s notice %s withdrawn: %s; running the resume hooks",
+                notice.kind,
+                notice.event_id,
+                why,
+                extra=fields(NOTICE_ID=notice.event_id, KIND=notice.kind, OUTCOME=outcome),
+            )
         self.lifecycle.apply(notice.event_id, lc.WITHDRAW, withdrawn=why, forget=forget)
         self.items.append(Queued(notice, RESUME, forget))
         if forget:
@@ -251,32 +259,45 @@ class RunQueue:
 
 
 def _log_end(run: Run, end: d.RunEnd) -> None:
+    """One line that says what the run came to, with the OUTCOME field."""
     notice = run.notice
-    log_fields = fields(NOTICE_ID=notice.event_id, KIND=notice.kind, PHASE=run.phase)
-    found = run.confirmation
-    detail = found.detail if found else ""
-    level = logging.INFO
-    if end.outcome == "failed":
-        text, level = f"{run.phase} of {notice.event_id} failed: {end.message}", logging.ERROR
-    elif end.outcome == "cancelled":
-        text, level = (
-            f"{run.phase} of {notice.event_id} cancelled ({run.summary()})",
+    event_id, api = notice.event_id, f"{notice.provider} API"
+    detail = run.confirmation.detail if run.confirmation else ""
+    lines = {
+        "failed": (
+            logging.ERROR,
+            f"exiting with 1: a restart takes the {run.phase} of {event_id} up again",
+        ),
+        "cancelled": (logging.WARNING, f"{run.phase} of {event_id} cancelled ({run.summary()})"),
+        "resumed": (logging.INFO, f"resume of {event_id} finished: {run.summary()}"),
+        "confirmed": (logging.WARNING, f"{event_id} confirmed: {detail}"),
+        "withdrawn": (
             logging.WARNING,
-        )
-    elif end.outcome == "resumed":
-        text = f"resume of {notice.event_id} finished: {run.summary()}"
-    elif end.outcome == "confirmed":
-        text, level = f"{notice.event_id} confirmed: {detail}", logging.WARNING
-    elif end.outcome == "withdrawn":
-        text = f"{notice.event_id} withdrawn: the notice left metadata and {detail}"
-        text, level = text + "; running the resume hooks", logging.WARNING
-    elif end.outcome == "not-confirmed":
-        text = f"{notice.event_id} not confirmed by the cloud API: {detail}"
-        level = logging.ERROR
-    elif end.outcome == "stopped":
-        text, level = f"stopped while confirming {notice.event_id}", logging.WARNING
-    else:
-        text = f"drain of {notice.event_id} over" + (f": {end.message}" if end.message else "")
-    if end.message and end.outcome not in ("failed", "drained"):
+            f"{event_id} withdrawn: the notice left metadata and {detail}; "
+            "running the resume hooks",
+        ),
+        "not-confirmed": (logging.ERROR, f"{event_id} not confirmed by the {api}: {detail}"),
+        "stopped": (
+            logging.WARNING,
+            f"stopped while confirming {event_id}; exiting without the API's answer",
+        ),
+    }
+    level, text = lines.get(end.outcome, (logging.INFO, f"drain of {event_id} over"))
+    if end.outcome == "drained" and end.message == "cannot be confirmed":
+        level, text = logging.WARNING, f"{event_id} cannot be confirmed through the {api}"
+        text += "; the notice alone ends the run"
+    elif end.outcome == "drained" and end.message == "confirmation is off":
+        text = "confirmation is off: the notice alone ends the run"
+    elif end.outcome == "resumed" and end.event == lc.FORGET:
+        text += "; watching again"
+    elif end.message and end.outcome not in ("failed", "stopped"):
         text += f"; {end.message}"
-    LOG.log(level, "%s", text, extra={**log_fields, "OUTCOME": end.outcome})
+    LOG.log(
+        level,
+        "%s",
+        text,
+        extra={
+            **fields(NOTICE_ID=event_id, KIND=notice.kind, PHASE=run.phase),
+            "OUTCOME": end.outcome,
+        },
+    )

@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Collection, Iterable
+from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, Callable, Optional
 
 from agent import lifecycle as lc
+from agent.actions import BEFORE, Action, ActionContext
 from agent.clock import Clock
 from agent.config import Config
 from agent.confirmation import Confirmation, Verdict
@@ -143,6 +144,8 @@ class Worker:
         dry_run: bool = False,
         report: Any = None,
         status: Callable[[str], None] = lambda text: None,
+        actions: Sequence[Action] = (),
+        after_drain: Callable[[Notice], object] = lambda notice: None,
     ) -> None:
         self.config = config
         self.clock = clock
@@ -152,6 +155,8 @@ class Worker:
         self.dry_run = dry_run
         self.report = report
         self.status = status
+        self.actions = list(actions)  # kept for the process: a resume undoes what they did
+        self.after_drain = after_drain
         self.runner = HookRunner(clock, config.kill_grace, config.hook_timeout)
 
     def run(self, run: Run, gone: Callable[[], bool], changed: Callable[[], None]) -> None:
@@ -168,11 +173,15 @@ class Worker:
                     "drain of %s finished: %s",
                     run.notice.event_id,
                     run.summary(),
-                    extra=fields(NOTICE_ID=run.notice.event_id, KIND=run.notice.kind),
+                    extra=fields(
+                        NOTICE_ID=run.notice.event_id, KIND=run.notice.kind, OUTCOME="drained"
+                    ),
                 )
                 if self.report is not None:
                     record = self.lifecycle.get(run.notice.event_id) or {}
                     self.report.outcome(run.notice, "drained", record)
+                if not self.dry_run:
+                    self.after_drain(run.notice)
                 if run.notice.terminal and self.config.confirm and run.followed_by is None:
                     run.stage = CONFIRMING
                     self.status(f"confirming {run.notice.action}")
@@ -190,6 +199,8 @@ class Worker:
             changed()
 
     def _run_hooks(self, run: Run, changed: Callable[[], None]) -> None:
+        """The run's steps: actions that stop traffic, the hooks, actions that finish last
+        (a resume undoes them in the opposite order). Each result is recorded as it comes."""
         notice = run.notice
         event_id = notice.event_id
         hooks, refused = self.hooks()
@@ -207,33 +218,57 @@ class Worker:
                 ", ".join(sorted(done)),
             )
         todo = select_hooks(hooks, notice.kind, run.phase, done | self._covered(run))
-        run.total = len(todo)
-        if not todo:
+        mine = [a for a in self.actions if a.handles(notice) and a.hook_name not in done]
+        first = [a for a in mine if a.stage == BEFORE]
+        last = [a for a in mine if a.stage != BEFORE]
+        if run.phase == RESUME:
+            first, last = last[::-1], first[::-1]
+        run.total = len(todo) + len(mine)
+        if not todo and not mine:
             LOG.info("no hook handles %s (%s)", notice.kind, run.phase)
 
         def started(hook: Hook, pgid: int) -> None:
             self.lifecycle.hook_started(event_id, run.phase, hook.name, pgid)
 
-        def record(hook: Hook, result: HookResult) -> None:
+        def record(name: str, result: HookResult, action: bool = False) -> None:
             run.results.append(result)
             cut_short = run.cancel.is_set() and result.outcome in (SKIPPED, TIMEOUT)
-            finished = result.outcome not in (ERROR, SKIPPED) and not cut_short
-            self.lifecycle.hook_result(event_id, run.phase, hook.name, result.to_dict(), finished)
+            # An action's error was retried within the budget: done. A hook's means it
+            # never started, so a restart runs it.
+            unfinished = (SKIPPED,) if action else (ERROR, SKIPPED)
+            finished = result.outcome not in unfinished and not cut_short
+            self.lifecycle.hook_result(event_id, run.phase, name, result.to_dict(), finished)
             if self.report is not None:
                 self.report.hook_result(notice, run.phase, result)
             changed()
 
-        self.runner.run(
-            todo,
-            notice,
-            run.phase,
-            lambda: run.end,
-            run.deadline,
-            dry_run=self.dry_run,
-            cancel=run.cancel,
-            on_start=started,
-            on_result=record,
+        ctx = ActionContext(
+            notice, run.phase, lambda: run.end, self.clock, self.dry_run, run.cancel, self.config
         )
+        step = (lambda a: a.drain(ctx)) if run.phase == DRAIN else (lambda a: a.resume(ctx))
+        if run.phase == DRAIN:
+            for action in mine:
+                action.begin(ctx)
+        try:
+            for action in first:
+                record(action.hook_name, step(action), action=True)
+            self.runner.run(
+                todo,
+                notice,
+                run.phase,
+                lambda: run.end,
+                run.deadline,
+                dry_run=self.dry_run,
+                cancel=run.cancel,
+                on_start=started,
+                on_result=lambda hook, result: record(hook.name, result),
+            )
+            for action in last:
+                record(action.hook_name, step(action), action=True)
+        finally:
+            if run.phase == DRAIN:
+                for action in mine:
+                    action.end()
 
     def _covered(self, run: Run) -> set[str]:
         """Hooks that a termination drained just before this one already ran: not run again

@@ -21,8 +21,8 @@ _spec.loader.exec_module(importlib.util.module_from_spec(_spec))
 @pytest.fixture
 def harness(tmp_path: Path) -> Iterator[Callable[..., Any]]:
     """``harness(confirm_fn, **config)``: the daemon in a thread with scripted watchers and
-    confirmation (tests/test_daemon_confirm.py); every one made is stopped at the end."""
-    from tests.test_daemon_confirm import TIMEOUT, Harness
+    confirmation (tests.test_loop_confirm.py); every one made is stopped at the end."""
+    from tests.test_loop_confirm import TIMEOUT, Harness
 
     made: list[Harness] = []
 

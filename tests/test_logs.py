@@ -148,3 +148,50 @@ def test_journal_without_systemd_python_falls_back_to_text(
 
 def test_fields_drops_missing_values() -> None:
     assert fields(HOOK="a", OUTCOME=None, NOTICE_ID="n") == {"HOOK": "a", "NOTICE_ID": "n"}
+
+
+@pytest.mark.parametrize(
+    "hostile",
+    [
+        "terminate\n2030-01-01T00:00:00 INFO    forged line",
+        "terminate\r2030-01-01T00:00:00 INFO    forged",
+        "nul\x00byte",
+        "esc\x1b[2Jcleared",
+        "sep\u2028line\x85next",
+    ],
+)
+def test_text_lines_cannot_be_forged_by_a_value(
+    clean_root: logging.Logger, capsys: pytest.CaptureFixture[str], hostile: str
+) -> None:
+    logs.setup("text", "info")
+    logging.getLogger("agent").warning("action %r / %s", hostile, hostile)
+    out = capsys.readouterr().err
+    assert out.count("\n") == 1 and out.endswith("\n")
+    line = out[:-1]
+    assert line.isprintable(), line
+    assert TEXT_LINE.match(line)
+
+
+def test_text_tracebacks_are_indented_so_no_line_looks_like_a_record(
+    clean_root: logging.Logger, capsys: pytest.CaptureFixture[str]
+) -> None:
+    logs.setup("text", "info")
+    try:
+        raise ValueError("bad\n2030-01-01T00:00:00 INFO    forged")
+    except ValueError:
+        logging.getLogger("agent").exception("failed")
+    lines = capsys.readouterr().err.splitlines()
+    assert TEXT_LINE.match(lines[0])
+    assert all(line.startswith("  ") for line in lines[1:])
+    assert not any(TEXT_LINE.match(line) for line in lines[1:])
+
+
+def test_escape_controls_writes_control_characters_out() -> None:
+    assert logs.escape_controls("a\nb\x00c\td\x1b") == "a\\nb\\x00c\\td\\x1b"
+    assert logs.escape_controls("plain é ✓") == "plain é ✓"
+
+
+def test_json_escapes_control_characters_too() -> None:
+    record = logging.LogRecord("x", logging.INFO, __file__, 1, "a\x00b\nc\x1b", (), None)
+    text = JsonFormatter().format(record)
+    assert text.isprintable() and json.loads(text)["message"] == "a\x00b\nc\x1b"

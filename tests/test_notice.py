@@ -163,11 +163,79 @@ def test_terminal_kinds(kind: str, terminal: bool) -> None:
     assert make(kind=kind).to_dict()["terminal"] is terminal
 
 
-def test_kinds_are_the_four_documented_names() -> None:
+def test_kinds_are_the_documented_names() -> None:
     assert n.KINDS == (
         "spot-interruption",
         "asg-termination",
         "rebalance-recommendation",
         "scheduled-maintenance",
+        "shutdown",
     )
     assert n.TERMINAL_KINDS == {"spot-interruption", "asg-termination"}
+
+
+# -- fields from the cloud are made safe where a notice is built ---------------------------------
+
+NOW = datetime(2030, 1, 1, tzinfo=UTC)
+
+
+def observed(action: object = "terminate", instance_id: str = "i-1", **kw: object) -> Notice:
+    return Notice.observed(
+        "aws", n.SPOT_INTERRUPTION, action, instance_id, None, kw.pop("raw", "{}"), NOW, **kw
+    )  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("action", ["terminate", "stop", "system-reboot", "Warmed:Terminated"])
+def test_a_short_printable_action_is_kept(action: str) -> None:
+    assert observed(action).action == action
+
+
+@pytest.mark.parametrize(
+    "action",
+    [
+        "terminate\x00",
+        "terminate\nINFO forged",
+        "",
+        " ",
+        "a" * 33,
+        "\x1b[31mred",
+        5,
+        None,
+        {"a": 1},
+    ],
+)
+def test_an_unusable_action_becomes_a_stand_in_and_the_notice_stays(action: object) -> None:
+    notice = observed(action)
+    assert notice.action == n.UNKNOWN_ACTION
+    assert notice.terminal and notice.event_id == "aws:i-1:spot-interruption"
+
+
+def test_ids_are_made_printable_the_same_way_every_time() -> None:
+    first = observed(instance_id="i-1\x00\n2 é", cloud_event_id="ev\x1b1")
+    again = observed(instance_id="i-1\x00\n2 é", cloud_event_id="ev\x1b1")
+    assert first.instance_id == "i-1\\x00\\x0a2\\x20\\xe9"
+    assert (
+        first.event_id
+        == again.event_id
+        == "aws:i-1\\x00\\x0a2\\x20\\xe9:spot-interruption:ev\\x1b1"
+    )
+    assert first.event_id.isprintable()
+
+
+def test_ids_are_cut_to_a_bounded_length() -> None:
+    notice = observed(instance_id="i" * 10_000, cloud_event_id="\x00" * 10_000)
+    assert len(notice.instance_id) == n.ID_MAX
+    assert len(notice.event_id) <= 2 * n.ID_MAX + 40
+
+
+def test_only_the_first_part_of_a_huge_payload_is_kept() -> None:
+    notice = observed(raw="x" * 1_000_000)
+    assert notice.raw == "x" * n.RAW_MAX
+    assert len(notice.to_json()) < n.RAW_MAX + 1000
+
+
+def test_the_action_warning_is_logged_once_per_value(caplog: pytest.LogCaptureFixture) -> None:
+    for _ in range(5):
+        observed("once\x00only")
+    assert sum("once" in r.getMessage() for r in caplog.records) == 1
+    assert "\x00" not in caplog.text

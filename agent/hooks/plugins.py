@@ -1,7 +1,8 @@
 """Python hooks from installed packages, through the ``preempt_agent.hooks`` entry points.
 
 A plugin is a function ``drain(notice: dict, context: dict)`` or an object with ``drain``
-and optionally ``resume`` methods, and optional ``kinds`` and ``timeout`` attributes. It
+and optionally ``resume`` methods, and optional ``kinds`` (read as scripts' are, by
+:func:`agent.hooks.parse_kinds`) and ``timeout`` attributes. It
 runs in its own process (``python -m agent.hooks.plugin_host NAME PHASE``), so the same
 deadline, kill and output rules apply to it as to a script. Even finding out what plugins
 handle happens in a child process (``plugin_host --describe``) under a timeout: the daemon
@@ -17,9 +18,8 @@ import subprocess
 from importlib import metadata
 from typing import Any
 
-from agent.hooks import DRAIN, RESUME, Hook, Refused
+from agent.hooks import DRAIN, RESUME, Hook, Refused, parse_kinds
 from agent.interpreter import python_command, python_env
-from agent.notice import KINDS, TERMINAL_KINDS
 from agent.systemd import hook_environment
 
 LOG = logging.getLogger(__name__)
@@ -53,19 +53,6 @@ def phase_function(target: Any, phase: str) -> Any:
     return getattr(target, RESUME, None)
 
 
-def _kinds(value: Any) -> frozenset[str]:
-    """``kinds`` as scripts take it: a list, one kind, a comma-separated string, or "all"."""
-    if value is None:
-        return TERMINAL_KINDS
-    if isinstance(value, str):
-        value = KINDS if value == "all" else value.split(",")
-    kinds = frozenset(str(k).strip() for k in value)
-    unknown = sorted(kinds - set(KINDS))
-    if unknown:
-        raise ValueError(f"unknown kinds {unknown} (known: {', '.join(KINDS)}, all)")
-    return kinds
-
-
 def describe(ep: Any) -> dict[str, Any]:
     """What one plugin handles, or why it cannot run. Runs in the describe child only."""
     entry = {"name": ep.name, "value": ep.value}
@@ -77,7 +64,7 @@ def describe(ep: Any) -> dict[str, Any]:
         if timeout is not None and not float(timeout) > 0:
             raise ValueError(f"timeout must be a number above 0, not {timeout!r}")
         entry.update(
-            kinds=sorted(_kinds(getattr(target, "kinds", None))),
+            kinds=sorted(parse_kinds(getattr(target, "kinds", None))),
             timeout=float(timeout) if timeout is not None else None,
             resume=phase_function(target, RESUME) is not None,
         )

@@ -1,21 +1,19 @@
 """Runs hooks one after another, each in its own process group, all under one deadline.
 
 A hook that fails or hangs never stops the next: on its timeout its whole process group
-gets SIGTERM, then SIGKILL after a grace period. Output is logged line by line with the
-hook's name in front. The runner knows nothing about clouds: it gets a notice, a phase and
-the monotonic time by which everything must be over.
+gets SIGTERM, then SIGKILL after a grace period, and whatever a hook leaves running in its
+group when it exits is ended the same way before the next starts. Output is logged line by
+line with the hook's name in front, up to a limit per hook. The runner knows nothing about
+clouds: it gets a notice, a phase and the monotonic time by which everything must be over.
 """
 
 from __future__ import annotations
 
-import contextlib
 import errno
 import logging
 import math
 import os
-import signal
 import subprocess
-import tempfile
 import threading
 from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass
@@ -24,6 +22,7 @@ from typing import IO, Callable, Optional, Union
 
 from agent.clock import Clock, utc_rfc3339
 from agent.hooks import Hook
+from agent.hooks.processes import NoticeInput, end_group, kill_leftover
 from agent.interpreter import python_env
 from agent.logs import fields
 from agent.notice import Notice
@@ -31,8 +30,15 @@ from agent.systemd import hook_environment
 
 LOG = logging.getLogger(__name__)
 
+__all__ = ["ERROR", "FAILED", "OK", "SKIPPED", "TIMEOUT", "HookResult", "HookRunner"]
+__all__ += ["hook_deadline", "hook_variables", "kill_leftover"]
+
 OK, FAILED, TIMEOUT, SKIPPED, ERROR = "ok", "failed", "timeout", "skipped", "error"
 MAX_LINE = 8192
+"""A longer line is logged in pieces of this many bytes."""
+MAX_LOGGED_LINES = 1000
+MAX_LOGGED_BYTES = 128 * 1024
+"""Per hook: output beyond either limit is read and counted, not logged."""
 WAIT_STEP = 0.25
 
 
@@ -90,8 +96,7 @@ class HookRunner:
         *,
         dry_run: bool = False,
         cancel: Optional[threading.Event] = None,
-        tick: Callable[[], None] = lambda: None,
-        on_start: Callable[[Hook], None] = lambda hook: None,
+        on_start: Callable[[Hook, int], None] = lambda hook, pgid: None,
         on_result: Callable[[Hook, HookResult], None] = lambda hook, result: None,
     ) -> list[HookResult]:
         """Run ``hooks`` in order so that all are over by the monotonic time ``end``.
@@ -99,17 +104,20 @@ class HookRunner:
         ``end`` may be a callable, read again while hooks run, so a caller can bring it
         forward (a termination with an earlier deadline). A hook gets SIGTERM ``kill_grace``
         before ``end`` (or at its own timeout), so even a hook that ignores SIGTERM is gone
-        by ``end``. ``deadline`` is the wall-clock instant hooks are told about; ``tick`` is
-        called while waiting (the daemon pings its watchdog there); ``cancel`` stops the
-        run early. A hook that cannot be started, for whatever reason, is an ``error``
-        result and the next one runs.
+        by ``end``; with little time left the grace shrinks to half of it, so a hook is
+        skipped only when ``end`` has passed. ``deadline`` is the wall-clock instant hooks
+        are told about; ``cancel`` stops the run early.
+
+        ``on_start(hook, pgid)`` is called once the hook's process exists (its process
+        group id, to end a copy left running should the agent die). A hook that could not
+        be started, for whatever reason, is an ``error`` result, never preceded by
+        ``on_start``, and the next one runs.
         """
         cancel = cancel or threading.Event()
         end_at = end if callable(end) else (lambda: end)
         results = []
         for hook in hooks:
-            left = end_at() - self._grace - self._clock.monotonic()
-            if cancel.is_set() or left <= 0:
+            if cancel.is_set() or end_at() <= self._clock.monotonic():
                 why = "run cancelled" if cancel.is_set() else "no time left before the deadline"
                 result = HookResult(
                     hook.name, SKIPPED, None, utc_rfc3339(self._clock.now()), 0.0, why
@@ -121,13 +129,11 @@ class HookRunner:
                     extra=fields(HOOK=hook.name, OUTCOME=SKIPPED, NOTICE_ID=notice.event_id),
                 )
             else:
-                own = min([t for t in (hook.timeout, self._hook_timeout) if t], default=None)
-                on_start(hook)
                 try:
                     result = self._run_one(
-                        hook, notice, phase, own, end_at, deadline, dry_run, cancel, tick
+                        hook, notice, phase, end_at, deadline, dry_run, cancel, on_start
                     )
-                except Exception as exc:  # a full /tmp, a pipe failure: this hook only
+                except Exception as exc:  # whatever it was, this hook only
                     LOG.exception("hook %s: could not be run", hook.name)
                     result = HookResult(
                         hook.name, ERROR, None, utc_rfc3339(self._clock.now()), 0.0, repr(exc)
@@ -141,20 +147,22 @@ class HookRunner:
         hook: Hook,
         notice: Notice,
         phase: str,
-        own_timeout: Optional[float],
         end_at: Callable[[], float],
         deadline: datetime,
         dry_run: bool,
         cancel: threading.Event,
-        tick: Callable[[], None],
+        on_start: Callable[[Hook, int], None],
     ) -> HookResult:
         now = self._clock.now()
         started = self._clock.monotonic()
+        own = min([t for t in (hook.timeout, self._hook_timeout) if t], default=None)
+        # The grace comes out of the window, but never more than half of what is left.
+        grace = min(self._grace, max(0.0, end_at() - started) / 2)
 
         def stop_at() -> float:
-            """When SIGTERM goes out: the hook's own limit, or kill_grace before the end."""
-            by_end = end_at() - self._grace
-            return min(by_end, started + own_timeout) if own_timeout else by_end
+            """When SIGTERM goes out: the hook's own limit, or the grace before the end."""
+            by_end = end_at() - grace
+            return min(by_end, started + own) if own else by_end
 
         timeout = stop_at() - started
         log_fields = fields(
@@ -162,98 +170,128 @@ class HookRunner:
         )
         env = python_env(self._env) if hook.imports_agent else dict(self._env)
         env.update(hook_variables(notice, phase, deadline, now, timeout, dry_run))
-        LOG.info(
-            "hook %s: starting (%s, %.0f s allowed)", hook.name, phase, timeout, extra=log_fields
-        )
 
         def finish(outcome: str, code: Optional[int], detail: str = "") -> HookResult:
             duration = round(self._clock.monotonic() - started, 3)
-            level = logging.INFO if outcome == OK else logging.WARNING
             LOG.log(
-                level,
-                "hook %s: %s%s after %.1f s",
+                logging.INFO if outcome == OK else logging.WARNING,
+                "hook %s: %s after %.1f s%s",
                 hook.name,
                 outcome,
-                f" ({detail})" if detail else "",
                 duration,
+                f" ({detail})" if detail else "",
                 extra={**log_fields, "OUTCOME": outcome},
             )
             return HookResult(hook.name, outcome, code, utc_rfc3339(now), duration, detail)
 
-        with tempfile.TemporaryFile() as stdin:
-            # A file, not a pipe: a hook that never reads stdin cannot block the agent.
-            stdin.write(notice.to_json().encode() + b"\n")
-            stdin.seek(0)
-            try:
-                proc = subprocess.Popen(
-                    [*hook.argv, phase],
-                    stdin=stdin,
-                    stdout=subprocess.PIPE,
-                    stderr=subprocess.STDOUT,
-                    env=env,
-                    cwd="/",
-                    start_new_session=True,
-                    close_fds=True,
-                )
-            except OSError as exc:
-                hint = ""
-                if exc.errno == errno.ENOEXEC:
-                    hint = "; is the #! line missing?"
-                elif exc.errno == errno.EACCES:
-                    hint = "; is the folder on a noexec mount?"
-                return finish(ERROR, None, f"cannot execute: {exc.strerror}{hint}")
+        stdin = NoticeInput(notice.to_json().encode() + b"\n")
+        try:
+            proc = subprocess.Popen(
+                [*hook.argv, phase],
+                stdin=stdin.fd,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                env=env,
+                cwd="/",
+                start_new_session=True,
+                close_fds=True,
+            )
+        except OSError as exc:
+            stdin.close()
+            return finish(ERROR, None, _cannot_execute(exc))
+        except BaseException:
+            stdin.close()
+            raise
+        stdin.started()
+        LOG.info(
+            "hook %s: started (%s, %.0f s allowed)", hook.name, phase, timeout, extra=log_fields
+        )
+        try:
+            on_start(hook, proc.pid)
+        except Exception:  # the hook runs regardless: recording it is not worth a drain
+            LOG.exception("hook %s: recording its start failed", hook.name)
         reader = threading.Thread(
-            target=self._stream, args=(hook.name, proc.stdout, log_fields), daemon=True
+            target=_stream, args=(hook.name, proc.stdout, log_fields), daemon=True
         )
         reader.start()
-        while True:
+        why = ""
+        while why == "":
             try:
-                code = proc.wait(
-                    timeout=max(0.0, min(WAIT_STEP, stop_at() - self._clock.monotonic()))
-                )
+                proc.wait(timeout=max(0.0, min(WAIT_STEP, stop_at() - self._clock.monotonic())))
                 break
             except subprocess.TimeoutExpired:
-                tick()
-                if cancel.is_set() or self._clock.monotonic() >= stop_at():
-                    self._kill(proc, tick)
-                    reader.join(timeout=1.0)
-                    elapsed = self._clock.monotonic() - started
-                    why = "run cancelled" if cancel.is_set() else f"timed out after {elapsed:.1f} s"
-                    return finish(TIMEOUT, proc.returncode, why)
+                if cancel.is_set():
+                    why = "run cancelled"
+                elif self._clock.monotonic() >= stop_at():
+                    out_of_time = own and started + own < end_at() - grace
+                    why = "its timeout" if out_of_time else "the run's end"
+        now_m = self._clock.monotonic()
+        # SIGTERM to the group (the hook, or what it left), SIGKILL after the grace: never
+        # past the end, and gone before the next hook starts.
+        ended = end_group(
+            proc.pid,
+            max(0.0, min(self._grace, end_at() - now_m)),
+            lambda: proc.poll() is not None,
+            self._clock.monotonic,
+        )
+        stdin.close()
         reader.join(timeout=1.0)
-        if code == 0:
-            return finish(OK, 0)
-        if code == 126:
-            return finish(FAILED, code, "exit 126: could not execute something (noexec mount?)")
-        if code < 0:
-            return finish(FAILED, code, f"killed by signal {-code}")
-        return finish(FAILED, code, f"exit code {code}")
+        if why:
+            return finish(TIMEOUT, proc.returncode, why)
+        return finish(*_exited(proc.returncode, ended))
 
-    def _kill(self, proc: subprocess.Popen[bytes], tick: Callable[[], None]) -> None:
-        """SIGTERM to the hook's whole process group, SIGKILL after the grace period."""
-        for sig, wait in ((signal.SIGTERM, self._grace), (signal.SIGKILL, 5.0)):
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(proc.pid, sig)
-            until = self._clock.monotonic() + wait
-            while self._clock.monotonic() < until:
-                try:
-                    proc.wait(timeout=min(WAIT_STEP, max(0.0, until - self._clock.monotonic())))
-                    # The leader is gone; make sure nothing it started lingers in its group.
-                    with contextlib.suppress(ProcessLookupError):
-                        os.killpg(proc.pid, signal.SIGKILL)
-                    return
-                except subprocess.TimeoutExpired:
-                    tick()
 
-    @staticmethod
-    def _stream(name: str, pipe: Optional[IO[bytes]], log_fields: dict[str, object]) -> None:
-        if pipe is None:  # pragma: no cover - stdout=PIPE always gives one
-            return
-        with pipe:
-            # Bounded reads: a hook printing without newlines cannot grow the agent's memory.
-            for raw in iter(lambda: pipe.readline(MAX_LINE), b""):
-                line = raw[:MAX_LINE].decode("utf-8", "replace").rstrip("\r\n")
+def _cannot_execute(exc: OSError) -> str:
+    hint = ""
+    if exc.errno == errno.ENOEXEC:
+        hint = "; is the #! line missing?"
+    elif exc.errno == errno.EACCES:
+        hint = "; is the folder on a noexec mount?"
+    return f"cannot execute: {exc.strerror}{hint}"
+
+
+def _exited(code: int, ended: int) -> tuple[str, int, str]:
+    """Outcome, exit code and detail of a hook that exited on its own."""
+    left = f"ended what it left running (signal {ended})" if ended else ""
+    if code == 0:
+        return OK, 0, left
+    if code == 126:
+        detail = "exit 126: could not execute something (noexec mount?)"
+    elif code < 0:
+        detail = f"killed by signal {-code}"
+    else:
+        detail = f"exit code {code}"
+    return FAILED, code, f"{detail}; {left}" if left else detail
+
+
+def _stream(name: str, pipe: Optional[IO[bytes]], log_fields: dict[str, object]) -> None:
+    """Log a hook's output line by line, up to MAX_LOGGED_LINES / MAX_LOGGED_BYTES; the rest
+    is read (so the hook never blocks on a full pipe) and counted in one line at the end."""
+    if pipe is None:  # pragma: no cover - stdout=PIPE always gives one
+        return
+    logged = size = dropped = dropped_bytes = 0
+    with pipe:
+        # Bounded reads: a hook printing without newlines cannot grow the agent's memory.
+        for raw in iter(lambda: pipe.readline(MAX_LINE), b""):
+            if logged < MAX_LOGGED_LINES and size + len(raw) <= MAX_LOGGED_BYTES:
+                logged += 1
+                size += len(raw)
+                line = raw.decode("utf-8", "replace").rstrip("\r\n")
                 LOG.info("[%s] %s", name, line, extra=log_fields)
+            else:
+                dropped += 1
+                dropped_bytes += len(raw)
+    if dropped:
+        LOG.warning(
+            "[%s] %d more lines (%d bytes) of output not logged: the limit is %d lines or "
+            "%d bytes per hook",
+            name,
+            dropped,
+            dropped_bytes,
+            MAX_LOGGED_LINES,
+            MAX_LOGGED_BYTES,
+            extra=log_fields,
+        )
 
 
 def hook_deadline(notice: Notice, now: datetime, max_run_time: float) -> datetime:

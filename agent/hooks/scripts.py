@@ -1,12 +1,17 @@
-"""Executable hooks in a hooks.d folder, found by run-parts rules, refused when unsafe.
+"""Executable hooks in a hooks.d folder, in lexical order, refused when unsafe.
+
+The naming rules are close to run-parts' but not the same: dots are allowed (``10-drain.sh``
+runs), while hidden files, backups and package-manager leftovers (``.dpkg-old``, ``.rpmnew``,
+``~``, ...) are passed over; :func:`name_problem` says which and why.
 
 A hook declares what it handles in a comment header within its first lines::
 
     # preempt-agent: kinds=spot-interruption,rebalance-recommendation timeout=30 resume=yes
 
 ``kinds`` (default: the terminations, spot-interruption and asg-termination; ``all`` for
-every kind), ``timeout`` (seconds, capped by what is left of the notice window) and
-``resume`` (``yes`` to be called again with ``resume`` when a notice is withdrawn).
+every kind; read by :func:`agent.hooks.parse_kinds`), ``timeout`` (seconds, capped by what
+is left of the notice window) and ``resume`` (``yes`` to be called again with ``resume``
+when a notice is withdrawn).
 """
 
 from __future__ import annotations
@@ -18,8 +23,8 @@ import stat
 from pathlib import Path
 from typing import Union
 
-from agent.hooks import Hook, Refused
-from agent.notice import KINDS, TERMINAL_KINDS
+from agent.hooks import Hook, Refused, parse_kinds
+from agent.notice import TERMINAL_KINDS
 
 LOG = logging.getLogger(__name__)
 
@@ -47,11 +52,10 @@ def parse_header(text: str) -> dict[str, object]:
             if not sep:
                 raise HeaderError(f"header item {item!r} is not key=value")
             if key == "kinds":
-                kinds = frozenset(KINDS) if value == "all" else frozenset(value.split(","))
-                unknown = sorted(kinds - set(KINDS))
-                if unknown:
-                    raise HeaderError(f"unknown kinds {unknown} (known: {', '.join(KINDS)}, all)")
-                options["kinds"] = kinds
+                try:
+                    options["kinds"] = parse_kinds(value)
+                except ValueError as exc:
+                    raise HeaderError(str(exc)) from None
             elif key == "timeout":
                 try:
                     options["timeout"] = float(value)
@@ -132,10 +136,37 @@ def discover(folder: Path, euid: int = -1) -> tuple[list[Hook], list[Refused]]:
     return hooks, refused
 
 
+def name_problem(name: str) -> str:
+    """Why a file with this name is passed over, or '' when the name may be a hook's."""
+    if name.startswith("."):
+        return "hidden file"
+    if LEFTOVER_RE.search(name):
+        return "a backup or package-manager leftover"
+    if not NAME_RE.match(name):
+        return "not a hook name: use [A-Za-z0-9_.-], not starting with - or ."
+    return ""
+
+
+def passed_over(folder: Path) -> list[Refused]:
+    """Files in ``folder`` that never run because of their names, and why (for ``check``)."""
+    try:
+        entries = sorted(folder.iterdir(), key=lambda p: p.name)
+    except OSError:
+        return []
+    found = []
+    for path in entries:
+        problem = name_problem(path.name)
+        if problem and not path.is_dir():
+            found.append(Refused(path.name, f"never runs: {problem}"))
+    return found
+
+
 def _load(path: Path, euid: int) -> Union[Hook, Refused, None]:
     name = path.name
-    if not NAME_RE.match(name) or LEFTOVER_RE.search(name):
-        LOG.debug("skipping %s: not a hook name (backup, package leftover or hidden)", path)
+    problem = name_problem(name)
+    if problem:
+        if not path.is_dir():
+            LOG.warning("skipping %s: not a hook name (%s)", path, problem)
         return None
     try:
         st = path.stat()

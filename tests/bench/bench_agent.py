@@ -29,7 +29,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))
 
-from agent import mock_metadata as mock  # noqa: E402
+from agent import mock  # noqa: E402
+from agent.clouds.aws import mock as aws_mock  # noqa: E402
 
 SPOT = "/latest/meta-data/spot/instance-action"
 HOOK = """#!/bin/sh
@@ -93,9 +94,12 @@ def _until_ready(sock: socket.socket, timeout: float) -> None:
 def latency_and_startup(notices: int) -> tuple[list[float], list[float]]:
     latencies, startups = [], []
     for _ in range(notices):
-        with tempfile.TemporaryDirectory() as tmp_name, mock.MockMetadataServer(mock.AWS) as server:
+        with (
+            tempfile.TemporaryDirectory() as tmp_name,
+            mock.MockMetadataServer(aws_mock.FLAVOR) as server,
+        ):
             tmp = Path(tmp_name)
-            mock.aws_defaults(server)
+            aws_mock.defaults(server)
             config = _setup(tmp, server.url)
             sock, path = _notify_socket(tmp)
             began = time.monotonic()
@@ -108,7 +112,7 @@ def latency_and_startup(notices: int) -> tuple[list[float], list[float]]:
             time.sleep(random.uniform(0, 1.0))  # noqa: S311 - a phase, not a secret
             deadline = datetime.now(timezone.utc) + timedelta(seconds=120)
             appeared = time.time()
-            server.set(SPOT, mock.aws_spot_action("terminate", deadline))
+            server.set(SPOT, aws_mock.spot_action("terminate", deadline))
             mark = tmp / "hook-start"
             started = float(_wait(lambda m=mark: m.exists() and m.read_text().strip(), 10))
             latencies.append(started - appeared)
@@ -133,9 +137,12 @@ def _memory(pid: int) -> tuple[int, int]:
 
 
 def idle(seconds: float) -> tuple[float, int, int]:
-    with tempfile.TemporaryDirectory() as tmp_name, mock.MockMetadataServer(mock.AWS) as server:
+    with (
+        tempfile.TemporaryDirectory() as tmp_name,
+        mock.MockMetadataServer(aws_mock.FLAVOR) as server,
+    ):
         tmp = Path(tmp_name)
-        mock.aws_defaults(server)
+        aws_mock.defaults(server)
         agent = _start(_setup(tmp, server.url), None)
         try:
             _wait(lambda: any(r.path == SPOT for r in server.requests), 10)

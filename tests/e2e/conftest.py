@@ -8,14 +8,15 @@ from typing import Callable
 
 import pytest
 
-from agent import mock_metadata as mock
+from agent import mock
+from agent.clouds.aws import mock as aws_mock
 from tests.e2e.harness import Agent, Hooks, write_config
 
 
 @pytest.fixture
 def aws_imds() -> Iterator[mock.MockMetadataServer]:
-    with mock.MockMetadataServer(mock.AWS) as server:
-        mock.aws_defaults(server)
+    with mock.MockMetadataServer(aws_mock.FLAVOR) as server:
+        aws_mock.defaults(server)
         yield server
 
 

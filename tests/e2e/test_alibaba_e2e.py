@@ -12,8 +12,8 @@ from typing import Any, Callable
 
 import pytest
 
-from agent import exitcodes
-from agent import mock_metadata as mock
+from agent import exitcodes, mock
+from agent.clouds.alibaba import mock as alibaba_mock
 from tests.e2e.harness import GUARD_DIR, REPO, Agent, Hooks
 from tests.waiting import wait_until
 
@@ -42,8 +42,8 @@ def fast(extra: str = "") -> str:
 
 @pytest.fixture
 def ecs() -> Iterator[mock.MockMetadataServer]:
-    with mock.MockMetadataServer(mock.ALIBABA) as server:
-        mock.alibaba_defaults(server, instance_id=INSTANCE)
+    with mock.MockMetadataServer(alibaba_mock.FLAVOR) as server:
+        alibaba_mock.defaults(server, instance_id=INSTANCE)
         yield server
 
 
@@ -110,13 +110,13 @@ def test_hardened_mode_token_on_every_get_and_identity_read_once(
     watching = ecs.requests
     puts = [r for r in watching if r.method == "PUT"]
     assert len(puts) == 1, "the token is cached, not fetched per poll"
-    assert puts[0].headers[mock.ALIBABA.ttl_header] == "600"
+    assert puts[0].headers[alibaba_mock.FLAVOR.ttl_header] == "600"
     assert sum(1 for r in watching if r.path == INSTANCE_ID) == 1
     assert sum(1 for r in watching if r.path == REGION_ID) == 1
     notify(ecs, 60)
     assert agent.wait() == exitcodes.FINISHED
     gets = [r for r in ecs.requests if r.method == "GET"]
-    assert all(r.headers.get(mock.ALIBABA.token_header) for r in gets), "hardened mode"
+    assert all(r.headers.get(alibaba_mock.FLAVOR.token_header) for r in gets), "hardened mode"
     assert sum(1 for r in gets if r.path == INSTANCE_ID) == 1, "read once for the whole run"
     assert sum(1 for r in gets if r.path == REGION_ID) == 1
     assert "cn-hangzhou" in " ".join(agent.messages())
@@ -208,7 +208,7 @@ def test_refused_token_requests_are_retried_never_tokenless(
     assert agent.wait() == exitcodes.FINISHED
     assert len(hooks.starts("10-drain")) == 1
     gets = [r for r in ecs.requests if r.method == "GET"]
-    assert all(r.headers.get(mock.ALIBABA.token_header) for r in gets)
+    assert all(r.headers.get(alibaba_mock.FLAVOR.token_header) for r in gets)
     assert not [m for m in agent.messages() if "without a session token" in m]
 
 

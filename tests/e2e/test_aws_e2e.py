@@ -10,8 +10,8 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
-from agent import exitcodes
-from agent import mock_metadata as mock
+from agent import exitcodes, mock
+from agent.clouds.aws import mock as aws_mock
 from tests.waiting import process_gone, wait_until
 
 SPOT = "/latest/meta-data/spot/instance-action"
@@ -45,7 +45,7 @@ def notify(
     """Make a spot notice appear now; return (wall time it appeared, its deadline)."""
     deadline = in_seconds(seconds)
     appeared = time.time()
-    server.set(SPOT, mock.aws_spot_action(action, deadline))
+    server.set(SPOT, aws_mock.spot_action(action, deadline))
     return appeared, deadline
 
 
@@ -84,16 +84,16 @@ def test_every_metadata_get_carries_a_token(aws_imds, hooks, start_agent):
     notify(aws_imds, 60)
     assert agent.wait() == exitcodes.FINISHED
     gets = [r for r in aws_imds.requests if r.method == "GET"]
-    assert gets and all(mock.AWS.token_header in r.headers for r in gets)
+    assert gets and all(aws_mock.FLAVOR.token_header in r.headers for r in gets)
     puts = [r for r in aws_imds.requests if r.method == "PUT"]
     assert len(puts) == 1, "the token is cached, not fetched per poll"
-    assert puts[0].headers[mock.AWS.ttl_header] == "21600"
+    assert puts[0].headers[aws_mock.FLAVOR.ttl_header] == "21600"
 
 
 def test_a_time_that_changes_on_every_poll_is_one_interruption(aws_imds, hooks, start_agent):
     # AWS's own metadata mock rewrites "time" on every answer; that must not re-trigger.
     hooks.add("10-slow", body="sleep 2")
-    aws_imds.set_dynamic(SPOT, lambda: mock.aws_spot_action("terminate", in_seconds(60)))
+    aws_imds.set_dynamic(SPOT, lambda: aws_mock.spot_action("terminate", in_seconds(60)))
     agent = start_agent("aws", aws_imds.url, FAST)
     assert agent.wait() == exitcodes.FINISHED
     assert len(hooks.starts("10-slow")) == 1
@@ -128,7 +128,7 @@ def test_hanging_hook_is_killed_with_its_children_and_later_hooks_still_run(
 
 
 def test_whole_run_ends_before_the_deadline(aws_imds, hooks, start_agent):
-    hooks.add("10-forever", body="exec sleep 300")
+    hooks.add("10-forever", body="trap '' TERM; sleep 300")  # holds on to the very end
     hooks.add("20-never-reached")
     agent = start_agent("aws", aws_imds.url, FAST)
     agent.wait_for_log("watching aws")
@@ -238,8 +238,8 @@ def test_expired_token_is_renewed(aws_imds, hooks, start_agent):
 
 
 def test_imds_without_token_endpoint_falls_back_with_one_warning(hooks, start_agent):
-    with mock.MockMetadataServer(mock.AWS, token_required=False) as server:
-        mock.aws_defaults(server)
+    with mock.MockMetadataServer(aws_mock.FLAVOR, token_required=False) as server:
+        aws_mock.defaults(server)
         server.token_endpoint_status = 404
         hooks.add("10-drain")
         agent = start_agent("aws", server.url, FAST)

@@ -43,7 +43,7 @@ def config_for(tmp_path: Path, dmi: dict[str, str], extra: str = "") -> Path:
     ("dmi", "said"),
     [
         ({}, "no cloud was detected"),
-        ({"product_name": "Google Compute Engine"}, "this is gcp"),
+        ({"chassis_asset_tag": "OracleCloud.com"}, "this is oracle"),
         ({"sys_vendor": "Amazon EC2", "product_name": "Alibaba Cloud ECS"}, "conflicting evidence"),
     ],
 )
@@ -100,3 +100,58 @@ def test_version(tmp_path: Path) -> None:
     result = cli(tmp_path / "unused.toml", "--version")
     assert result.returncode == 0
     assert result.stdout.strip() == f"preempt-agent {__version__}"
+
+
+def test_check_fails_on_a_missing_hooks_folder(tmp_path: Path) -> None:
+    result = cli(config_for(tmp_path, {"sys_vendor": "Amazon EC2"}), "check")
+    assert result.returncode == exitcodes.CHECK_FAILED
+    assert (
+        f"MISSING {tmp_path / 'hooks.d'}: the folder does not exist; no hook script will run"
+        in result.stdout
+    )
+
+
+def test_check_fails_on_files_that_never_run_for_their_names(tmp_path: Path) -> None:
+    hooks = Hooks(tmp_path / "hooks.d", tmp_path / "out")
+    hooks.add("10-drain")
+    hooks.add("10-drain.dpkg-old")
+    hooks.add("20 flush")
+    result = cli(config_for(tmp_path, {"sys_vendor": "Amazon EC2"}), "check")
+    assert result.returncode == exitcodes.CHECK_FAILED
+    assert "spot-interruption: 10-drain\n" in result.stdout
+    assert "SKIPPED 10-drain.dpkg-old: never runs: a backup or package-manager leftover" in (
+        result.stdout
+    )
+    assert "SKIPPED 20 flush: never runs: not a hook name" in result.stdout
+
+
+@pytest.mark.parametrize(
+    ("settings", "said"),
+    [
+        (
+            "safety_margin = 20\nkill_grace = 10\n",
+            "a 30 s notice leaves hooks 0 s: safety_margin 20 s + kill_grace 10 s = 30 s of it; "
+            "at least 5 s must be left",
+        ),
+        (
+            "safety_margin = 114\nkill_grace = 2\n",
+            "a 120 s notice leaves hooks 4 s",
+        ),
+        ("max_run_time = 12\n", "max_run_time = 12 s leaves hooks 0 s"),
+        ("hook_timeout = 0.2\n", "hook_timeout = 0.2 s kills every hook"),
+    ],
+)
+def test_check_refuses_settings_that_cannot_fit_a_short_notice(
+    tmp_path: Path, settings: str, said: str
+) -> None:
+    Hooks(tmp_path / "hooks.d", tmp_path / "out").add("10-drain")
+    result = cli(config_for(tmp_path, {"sys_vendor": "Amazon EC2"}, settings), "check")
+    assert result.returncode == exitcodes.CHECK_FAILED, result.stdout
+    assert f"REFUSED settings: {said}" in result.stdout
+
+
+def test_check_says_how_much_time_hooks_get(tmp_path: Path) -> None:
+    Hooks(tmp_path / "hooks.d", tmp_path / "out").add("10-drain")
+    result = cli(config_for(tmp_path, {"sys_vendor": "Amazon EC2"}), "check")
+    assert result.returncode == exitcodes.FINISHED, result.stdout
+    assert "settings: hooks get 105 s of 120 s, 15 s of 30 s" in result.stdout

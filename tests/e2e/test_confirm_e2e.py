@@ -23,8 +23,9 @@ from moto.core import DEFAULT_ACCOUNT_ID
 from moto.ec2.models import ec2_backends
 from moto.server import ThreadedMotoServer
 
-from agent import exitcodes
-from agent import mock_metadata as mock
+from agent import exitcodes, mock
+from agent.clouds.alibaba import mock as alibaba_mock
+from agent.clouds.aws import mock as aws_mock
 from tests.e2e.harness import Agent, Hooks
 from tests.fakes.ec2_proxy import FaultProxy
 from tests.fakes.ecs_api import EcsApiServer
@@ -105,7 +106,7 @@ def ec2(moto_url: str) -> Iterator[FaultProxy]:
 @pytest.fixture
 def imds(aws_imds: mock.MockMetadataServer, spot: SpotInstance) -> mock.MockMetadataServer:
     """The instance's IMDS, with an instance profile for botocore to find."""
-    mock.aws_defaults(aws_imds, instance_id=spot.instance_id, region=REGION)
+    aws_mock.defaults(aws_imds, instance_id=spot.instance_id, region=REGION)
     aws_imds.set("/latest/meta-data/iam/security-credentials/", ROLE)
     aws_imds.set(
         f"/latest/meta-data/iam/security-credentials/{ROLE}",
@@ -152,7 +153,7 @@ def no_aws_files(tmp_path: Path) -> dict[str, str]:
 
 
 def aws_notice(server: mock.MockMetadataServer, seconds: float) -> float:
-    server.set(SPOT, mock.aws_spot_action("terminate", in_seconds(seconds)))
+    server.set(SPOT, aws_mock.spot_action("terminate", in_seconds(seconds)))
     return time.monotonic()
 
 
@@ -254,8 +255,8 @@ STS_TOKEN = "e2e-sts-security-token"  # noqa: S105 - a fake
 
 @pytest.fixture
 def ecs_meta() -> Iterator[mock.MockMetadataServer]:
-    with mock.MockMetadataServer(mock.ALIBABA) as server:
-        mock.alibaba_defaults(server, instance_id=INSTANCE)
+    with mock.MockMetadataServer(alibaba_mock.FLAVOR) as server:
+        alibaba_mock.defaults(server, instance_id=INSTANCE)
         server.set("/latest/meta-data/ram/security-credentials/", ROLE)
         server.set(
             f"/latest/meta-data/ram/security-credentials/{ROLE}",
@@ -323,7 +324,7 @@ def test_alibaba_notice_hooks_confirmation_exit_finished(
     assert answers == ["Throttling.User", "ok"]
     assert all(r.params["SecurityToken"] == STS_TOKEN for r in ecs_api.requests)
     gets = [r for r in ecs_meta.requests if r.method == "GET"]
-    assert all(r.headers.get(mock.ALIBABA.token_header) for r in gets)
+    assert all(r.headers.get(alibaba_mock.FLAVOR.token_header) for r in gets)
     assert len([r for r in ecs_meta.requests if r.method == "PUT"]) == 1, "one token for all"
     log = "\n".join(agent.lines)
     assert STS_TOKEN not in log and STS_SECRET not in log

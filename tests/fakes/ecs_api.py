@@ -113,6 +113,8 @@ def instance_record(
 class EcsApiServer(BackgroundServer):
     """The fake ECS endpoint on loopback; every public method is safe from any thread."""
 
+    version = VERSION
+
     def __init__(self, host: str = "127.0.0.1", port: int = 0) -> None:
         super().__init__(host, port)
         self._cond = threading.Condition()
@@ -203,7 +205,7 @@ class EcsApiServer(BackgroundServer):
             return self._reject(400, "InvalidParameter", "a parameter appears twice")
         for name, want in (
             ("Format", "JSON"),
-            ("Version", VERSION),
+            ("Version", self.version),
             ("SignatureMethod", "HMAC-SHA1"),
             ("SignatureVersion", "1.0"),
         ):
@@ -258,6 +260,10 @@ class EcsApiServer(BackgroundServer):
             if fault.code is None:
                 return fault.status, "<html><body>503 Service Temporarily Unavailable</body></html>"
             return fault.status, _error(fault.code, fault.message or fault.code)
+        return self.dispatch(params)
+
+    def dispatch(self, params: dict[str, str]) -> tuple[int, Any]:
+        """The answer to one well-signed request (another product's fake overrides this)."""
         if params["Action"] != "DescribeInstances":
             return 404, _error("InvalidAction.NotFound", f"{params['Action']} is not faked here")
         return 200, self._describe(params)

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import json
 import logging
 import os
+import re
+import subprocess
 import sys
 import threading
 import time
@@ -19,6 +20,7 @@ import pytest
 from agent import notice as n
 from agent.clock import Clock
 from agent.hooks import Hook
+from agent.hooks import runner as runner_module
 from agent.hooks.runner import (
     ERROR,
     FAILED,
@@ -245,12 +247,15 @@ def test_output_is_logged_while_the_hook_still_runs(
         '[ -e "$OUT/go" ] && echo second\n'
     )
 
-    def tick() -> None:
-        if "[10-stream] first" in caplog.messages:
-            (out / "go").touch()
+    def release() -> None:
+        wait_until(lambda: "[10-stream] first" in caplog.messages, 10, "the first line")
+        (out / "go").touch()
 
     with caplog.at_level(logging.INFO, logger=LOGGER):
-        (result,) = run(runner, [script(hooks_dir, "10-stream", body, timeout=10)], tick=tick)
+        watcher = threading.Thread(target=release, daemon=True)
+        watcher.start()
+        (result,) = run(runner, [script(hooks_dir, "10-stream", body, timeout=10)])
+        watcher.join(5)
     assert result.outcome == OK
     assert "[10-stream] second" in caplog.messages
 
@@ -275,11 +280,11 @@ def test_start_and_outcome_are_logged(
             [script(hooks_dir, "10-ok", "exit 0\n"), script(hooks_dir, "20-bad", "exit 4\n")],
         )
     messages = caplog.messages
-    assert any(m.startswith("hook 10-ok: starting (drain, ") for m in messages)
-    assert any(m.startswith("hook 10-ok: ok after ") for m in messages)
+    assert any(m.startswith("hook 10-ok: started (drain, ") for m in messages)
+    assert any(re.fullmatch(r"hook 10-ok: ok after \d+\.\d s", m) for m in messages)
     bad = [r for r in caplog.records if r.getMessage().startswith("hook 20-bad: failed")]
     assert bad[0].levelno == logging.WARNING
-    assert bad[0].getMessage().startswith("hook 20-bad: failed (exit code 4) after ")
+    assert re.fullmatch(r"hook 20-bad: failed after \d+\.\d s \(exit code 4\)", bad[0].getMessage())
     assert bad[0].OUTCOME == "failed"  # type: ignore[attr-defined]
 
 
@@ -333,19 +338,26 @@ def test_unexecutable_and_missing_files_are_errors(runner: HookRunner, hooks_dir
     assert second.detail == "cannot execute: No such file or directory"
 
 
-def test_callbacks_per_hook(runner: HookRunner, hooks_dir: Path) -> None:
-    started: list[str] = []
+def test_callbacks_per_hook(runner: HookRunner, hooks_dir: Path, out: Path) -> None:
+    """on_start gets the hook's process group id (recorded, to end it after a restart), and
+    only for a hook that started: one that could not is an error with no on_start."""
+    started: list[tuple[str, int]] = []
     finished: list[tuple[str, str]] = []
-    hooks = [script(hooks_dir, "10-a", "exit 0\n"), script(hooks_dir, "20-b", "exit 1\n")]
+    hooks = [
+        script(hooks_dir, "10-a", 'echo "$(ps -o pgid= $$)" > "$OUT/pgid"\nexit 0\n'),
+        Hook("15-missing", (str(hooks_dir / "15-missing"),), "gone"),
+        script(hooks_dir, "20-b", "exit 1\n"),
+    ]
     results = run(
         runner,
         hooks,
-        on_start=lambda hook: started.append(hook.name),
+        on_start=lambda hook, pgid: started.append((hook.name, pgid)),
         on_result=lambda hook, result: finished.append((hook.name, result.outcome)),
     )
-    assert started == ["10-a", "20-b"]
-    assert finished == [("10-a", OK), ("20-b", FAILED)]
-    assert [r.hook for r in results] == ["10-a", "20-b"]
+    assert [name for name, _ in started] == ["10-a", "20-b"]
+    assert started[0][1] == int((out / "pgid").read_text())
+    assert finished == [("10-a", OK), ("15-missing", ERROR), ("20-b", FAILED)]
+    assert [r.hook for r in results] == ["10-a", "15-missing", "20-b"]
     assert results[0].to_dict()["outcome"] == "ok"
 
 
@@ -373,7 +385,7 @@ def test_a_hanging_hook_is_killed_with_its_whole_process_group(
     started = time.monotonic()
     first, second = run(runner, [hang, after])
     assert first.outcome == TIMEOUT
-    assert first.detail == "timed out after 0.5 s"
+    assert first.detail == "its timeout"
     assert 0.4 <= first.duration < 0.5 + 0.3 + 1.5
     child = int((out / "child").read_text())
     wait_until(lambda: process_gone(child), 5, f"background child {child} to end")
@@ -412,13 +424,13 @@ def test_the_overall_end_skips_later_hooks(
     runner: HookRunner, hooks_dir: Path, out: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     hooks = [
-        script(hooks_dir, "10-slow", "exec sleep 60\n", timeout=30),
+        script(hooks_dir, "10-slow", "trap '' TERM\nsleep 60\n", timeout=30),
         script(hooks_dir, "20-late", 'touch "$OUT/late"\n'),
         script(hooks_dir, "30-later", 'touch "$OUT/later"\n'),
     ]
     started: list[str] = []
     with caplog.at_level(logging.WARNING, logger=LOGGER):
-        results = run(runner, hooks, seconds=0.6, on_start=lambda h: started.append(h.name))
+        results = run(runner, hooks, seconds=0.6, on_start=lambda h, _: started.append(h.name))
     assert [r.outcome for r in results] == [TIMEOUT, SKIPPED, SKIPPED]
     assert results[0].duration < 0.6 + 0.3 + 1.5
     for skipped in results[1:]:
@@ -435,16 +447,6 @@ def test_nothing_runs_once_the_end_has_passed(runner: HookRunner, hooks_dir: Pat
     assert [r.outcome for r in results] == [SKIPPED]
 
 
-def test_tick_is_called_while_a_hook_runs(runner: HookRunner, hooks_dir: Path) -> None:
-    ticks: list[float] = []
-    run(
-        runner,
-        [script(hooks_dir, "10-hang", "exec sleep 60\n", timeout=0.8)],
-        tick=lambda: ticks.append(1),
-    )
-    assert len(ticks) >= 2
-
-
 def test_cancel_stops_the_running_hook_and_skips_the_rest(
     runner: HookRunner, hooks_dir: Path, out: Path
 ) -> None:
@@ -454,11 +456,12 @@ def test_cancel_stops_the_running_hook_and_skips_the_rest(
         script(hooks_dir, "20-never", 'touch "$OUT/never"\n'),
     ]
 
-    def tick() -> None:
-        if (out / "started").exists():
-            cancel.set()
+    def cancel_once_started() -> None:
+        wait_until((out / "started").exists, 10, "the hook to start")
+        cancel.set()
 
-    first, second = run(runner, hooks, cancel=cancel, tick=tick)
+    threading.Thread(target=cancel_once_started, daemon=True).start()
+    first, second = run(runner, hooks, cancel=cancel)
     assert (first.outcome, first.detail) == (TIMEOUT, "run cancelled")
     assert first.duration < 5
     assert (second.outcome, second.detail) == (SKIPPED, "run cancelled")
@@ -533,26 +536,208 @@ def test_output_without_newlines_is_read_in_bounded_pieces(
     assert all(len(m) <= len("[10-flood] ") + 8192 for m in pieces)
 
 
-@pytest.mark.root
-def test_a_full_temp_folder_is_an_error_for_that_hook_and_the_next_runs(
-    runner: HookRunner, hooks_dir: Path, out: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    if os.geteuid() != 0:
-        pytest.skip("mounting a tiny tmpfs needs root")
-    import subprocess
-    import tempfile
+# -- stdin without a disk -----------------------------------------------------------------------
 
-    full = tmp_path / "full"
-    full.mkdir()
-    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4k", "tmpfs", str(full)], check=True)
+
+@pytest.fixture(params=["memfd", "pipe"])
+def stdin_kind(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Both ways the notice reaches stdin: a memfd, and the pipe used where there is none."""
+    if request.param == "pipe":
+        monkeypatch.delattr(os, "memfd_create", raising=False)
+    elif not hasattr(os, "memfd_create"):
+        pytest.skip("no memfd_create on this system")
+    return str(request.param)
+
+
+def test_the_notice_reaches_stdin_through_memory_not_a_file(
+    runner: HookRunner, hooks_dir: Path, out: Path, stdin_kind: str
+) -> None:
+    body = 'readlink /proc/self/fd/0 > "$OUT/what"\ncat > "$OUT/stdin"\n'
+    notice = make_notice()
+    (result,) = run(runner, [script(hooks_dir, "10-stdin", body)], notice=notice)
+    assert result.outcome == OK
+    what = (out / "what").read_text().strip()
+    assert what.startswith("/memfd:" if stdin_kind == "memfd" else "pipe:"), what
+    assert json.loads((out / "stdin").read_text()) == notice.to_dict()
+
+
+def test_a_large_stdin_nobody_reads_blocks_nothing(
+    runner: HookRunner, hooks_dir: Path, out: Path, stdin_kind: str
+) -> None:
+    notice = make_notice(raw="x" * 2_000_000)
+    ignores = script(hooks_dir, "10-ignores-stdin", "exit 0\n", timeout=5)
+    reads = script(hooks_dir, "20-reads-stdin", 'wc -c > "$OUT/size"\n', timeout=5)
+    first, second = run(runner, [ignores, reads], notice=notice)
+    assert (first.outcome, second.outcome) == (OK, OK)
+    assert first.duration < 4
+    assert int((out / "size").read_text()) == len(notice.to_json()) + 1
+
+
+FULL_DISK_RUN = """
+import json, logging, sys, time
+from datetime import datetime, timedelta, timezone
+sys.path.insert(0, sys.argv[1])
+import agent
+from agent.clock import Clock
+from agent.hooks import Hook
+from agent.hooks.runner import HookRunner
+from agent.notice import Notice
+
+now = datetime.now(timezone.utc)
+notice = Notice("aws", "spot-interruption", "terminate", "i-0123456789abcdef0",
+                "aws:i-0123456789abcdef0:spot-interruption", now + timedelta(minutes=2),
+                "{}", now)
+lines = []
+handler = logging.Handler()
+handler.emit = lambda record: lines.append(record.getMessage())
+logging.getLogger("agent").addHandler(handler)
+logging.getLogger("agent").setLevel(logging.INFO)
+hooks = [Hook(name, ("/bin/sh", "-c", "cat; echo", name), name) for name in ("10-a", "20-b")]
+results = HookRunner(Clock(), kill_grace=1).run(
+    hooks, notice, "drain", time.monotonic() + 20, notice.deadline)
+print(json.dumps({"results": [r.to_dict() for r in results], "lines": lines,
+                  "agent": agent.__file__}))
+"""
+
+
+@pytest.mark.root
+def test_hooks_run_and_read_the_notice_when_every_temp_folder_is_full() -> None:
+    """A full root disk (every folder tempfile would try is full) must not stop a drain."""
+    if os.geteuid() != 0:
+        pytest.skip("a mount namespace with a full tmpfs needs root")
+    if subprocess.run(["unshare", "-m", "true"], capture_output=True, check=False).returncode:
+        pytest.skip("cannot make a mount namespace here (unshare -m failed)")
+    fill = (
+        "set -e; for d in /tmp /var/tmp; do mount -t tmpfs -o size=16k tmpfs $d; "
+        "head -c 1048576 /dev/zero > $d/fill 2>/dev/null || true; done; "
+        'cd /tmp; exec "$@"'
+    )
+    repo = str(Path(__file__).resolve().parents[2])
+    if repo.startswith(("/tmp/", "/var/tmp/")):
+        pytest.skip(f"{repo} is under a folder this test mounts over")
+    python = [sys.executable, "-c", FULL_DISK_RUN, repo]
+    proc = subprocess.run(
+        ["unshare", "-m", "--propagation", "private", "sh", "-c", fill, "sh", *python],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={"PATH": "/usr/bin:/bin", "PYTHONPATH": repo},
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr
+    report = json.loads(proc.stdout.splitlines()[-1])
+    assert report["agent"].startswith(repo + "/"), "the code under test, not another copy"
+    assert [(r["hook"], r["outcome"]) for r in report["results"]] == [("10-a", OK), ("20-b", OK)]
+    echoed = [json.loads(line.split("] ", 1)[1]) for line in report["lines"] if "] {" in line]
+    assert [e["event_id"] for e in echoed] == ["aws:i-0123456789abcdef0:spot-interruption"] * 2
+
+
+# -- what a hook leaves behind ------------------------------------------------------------------
+
+ALIVE = """\
+import os
+def alive(pid):
     try:
-        with (full / "filler").open("wb") as handle, contextlib.suppress(OSError):
-            handle.write(b"x" * 65536)
-        monkeypatch.setattr(tempfile, "tempdir", str(full))
-        hooks = [script(hooks_dir, "10-a", 'touch "$OUT/a"\n'), script(hooks_dir, "20-b", "true\n")]
-        first, second = run(runner, hooks)
-        assert first.outcome == ERROR and "No space left" in first.detail
-        monkeypatch.setattr(tempfile, "tempdir", None)
-    finally:
-        subprocess.run(["umount", str(full)], check=False)
-    assert second.outcome == ERROR, "the same full folder fails the next hook too, cleanly"
+        state = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()[0]
+    except FileNotFoundError:
+        return False
+    return state not in ("Z", "X")
+out = os.environ["OUT"]
+pids = [int(open(os.path.join(out, name)).read()) for name in ("child", "stubborn")]
+open(os.path.join(out, "seen"), "w").write(" ".join("alive" if alive(p) else "gone" for p in pids))
+"""
+
+
+def test_what_a_hook_leaves_in_its_group_is_gone_before_the_next_starts(
+    runner: HookRunner, hooks_dir: Path, out: Path
+) -> None:
+    leaves = script(
+        hooks_dir,
+        "10-leaves",
+        'sleep 60 &\necho $! > "$OUT/child"\n'
+        '(trap "" TERM; while :; do sleep 0.05; done) &\necho $! > "$OUT/stubborn"\nexit 0\n',
+    )
+    started = time.monotonic()
+    first, second = run(runner, [leaves, python_hook(hooks_dir, "20-looks", ALIVE)])
+    assert (first.outcome, first.exit_code) == (OK, 0)
+    assert first.detail == "ended what it left running (signal 9)"
+    assert (second.outcome, (out / "seen").read_text()) == (OK, "gone gone")
+    assert time.monotonic() - started < 0.3 + 3, "SIGKILL after the 0.3 s grace"
+
+
+def test_a_leftover_that_ends_on_sigterm_is_not_waited_for(hooks_dir: Path, out: Path) -> None:
+    runner = HookRunner(Clock(), kill_grace=10, base_env={"PATH": os.defpath, "OUT": str(out)})
+    leaves = script(hooks_dir, "10-leaves", 'sleep 60 &\necho $! > "$OUT/child"\n')
+    (result,) = run(runner, [leaves], seconds=60)
+    assert (result.outcome, result.detail) == (OK, "ended what it left running (signal 15)")
+    assert result.duration < 3
+    assert process_gone(int((out / "child").read_text()))
+
+
+# -- the grace comes out of a short window ------------------------------------------------------
+
+
+def test_a_window_shorter_than_the_grace_still_runs_every_hook(hooks_dir: Path, out: Path) -> None:
+    runner = HookRunner(Clock(), kill_grace=10, base_env={"PATH": os.defpath, "OUT": str(out)})
+    quick = script(hooks_dir, "10-quick", 'echo "$PREEMPT_HOOK_TIMEOUT" > "$OUT/quick"\n')
+    stubborn = script(
+        hooks_dir,
+        "20-stubborn",
+        "trap '' TERM\ntouch \"$OUT/stubborn\"\nwhile :; do sleep 0.05; done\n",
+    )
+    end = time.monotonic() + 3.0
+    notice = make_notice()
+    first, second = runner.run([quick, stubborn], notice, "drain", end, notice.deadline)
+    finished = time.monotonic()
+    assert first.outcome == OK
+    assert (out / "quick").read_text().strip() == "1", "half of the 3 s left, the rest is grace"
+    assert (second.outcome, second.exit_code) == (TIMEOUT, -9)
+    assert (out / "stubborn").exists()
+    assert finished <= end + 0.3, f"the hook outlived the end by {finished - end:.2f} s"
+
+
+# -- the log -------------------------------------------------------------------------------------
+
+
+def test_the_timeout_line_says_the_time_once(
+    runner: HookRunner, hooks_dir: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    hang = script(hooks_dir, "10-hang", "exec sleep 60\n")
+    with caplog.at_level(logging.INFO, logger=LOGGER):
+        run(runner, [dataclasses.replace(hang, timeout=0.5)])
+        run(runner, [hang], seconds=1.0)
+    lines = [m for m in caplog.messages if m.startswith("hook 10-hang: timeout")]
+    assert re.fullmatch(r"hook 10-hang: timeout after 0\.\d s \(its timeout\)", lines[0]), lines
+    assert re.fullmatch(r"hook 10-hang: timeout after \d\.\d s \(the run's end\)", lines[1]), lines
+
+
+def test_what_a_hook_logs_is_capped_and_the_rest_counted(
+    runner: HookRunner, hooks_dir: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    body = "import sys\nfor i in range(3000):\n    print(f'line {i}')\nprint('x' * 200000)\n"
+    with caplog.at_level(logging.INFO, logger=LOGGER):
+        (result,) = run(runner, [python_hook(hooks_dir, "10-chatty", body)])
+    assert result.outcome == OK
+    logged = [m for m in caplog.messages if m.startswith("[10-chatty] line ")]
+    assert len(logged) == runner_module.MAX_LOGGED_LINES
+    assert logged[-1] == f"[10-chatty] line {runner_module.MAX_LOGGED_LINES - 1}"
+    dropped = 3000 - runner_module.MAX_LOGGED_LINES
+    dropped_bytes = sum(len(f"line {i}\n") for i in range(runner_module.MAX_LOGGED_LINES, 3000))
+    dropped_bytes += 200001
+    pieces = -(-200001 // runner_module.MAX_LINE)
+    assert caplog.messages[-2:-1] == [
+        f"[10-chatty] {dropped + pieces} more lines ({dropped_bytes} bytes) of output not "
+        f"logged: the limit is {runner_module.MAX_LOGGED_LINES} lines or "
+        f"{runner_module.MAX_LOGGED_BYTES} bytes per hook"
+    ]
+
+
+def test_a_hook_logs_at_most_so_many_bytes(
+    runner: HookRunner, hooks_dir: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    body = "for i in range(300):\n    print('y' * 999)\n"
+    with caplog.at_level(logging.INFO, logger=LOGGER):
+        run(runner, [python_hook(hooks_dir, "10-wide", body)])
+    logged = [m for m in caplog.messages if m.startswith("[10-wide] y")]
+    assert len(logged) == runner_module.MAX_LOGGED_BYTES // 1000
+    assert any(m.startswith(f"[10-wide] {300 - len(logged)} more lines") for m in caplog.messages)

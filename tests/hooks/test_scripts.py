@@ -1,4 +1,4 @@
-"""hooks.d: run-parts rules, the preempt-agent header, and refusing files that are not safe."""
+"""hooks.d: naming rules, the preempt-agent header, and refusing files that are not safe."""
 
 from __future__ import annotations
 
@@ -10,13 +10,10 @@ import pytest
 
 from agent import notice as n
 from agent.hooks import DRAIN, RESUME, Hook, Refused
-from agent.hooks.scripts import HeaderError, discover, parse_header
+from agent.hooks.scripts import HeaderError, discover, name_problem, parse_header, passed_over
 
 SCRIPT = "#!/bin/sh\nexit 0\n"
-KNOWN = (
-    " (known: spot-interruption, asg-termination, rebalance-recommendation,"
-    " scheduled-maintenance, all)"
-)
+KNOWN = f" (known: {', '.join(n.KINDS)}, all)"
 needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="chown to another uid needs root")
 
 
@@ -43,7 +40,7 @@ def refusals(refused: list[Refused]) -> dict[str, str]:
     return {r.name: r.reason for r in refused}
 
 
-# -- run-parts rules ----------------------------------------------------------------------------
+# -- naming rules -------------------------------------------------------------------------------
 
 
 def test_hooks_run_in_lexical_order(folder: Path) -> None:
@@ -99,12 +96,28 @@ def test_non_executable_files_are_skipped(folder: Path, caplog: pytest.LogCaptur
         "10-drain#",
     ],
 )
-def test_leftovers_backups_and_odd_names_are_skipped(folder: Path, name: str) -> None:
+def test_leftovers_backups_and_odd_names_are_skipped(
+    folder: Path, name: str, caplog: pytest.LogCaptureFixture
+) -> None:
     hook_file(folder, name)
     hook_file(folder, "10-drain")
-    hooks, refused = discover(folder)
+    with caplog.at_level(logging.WARNING, logger="agent.hooks.scripts"):
+        hooks, refused = discover(folder)
     assert names(hooks) == ["10-drain"]
     assert refused == []
+    assert [r.levelno for r in caplog.records] == [logging.WARNING], "seen, not a DEBUG line"
+    (skipped,) = passed_over(folder)
+    assert skipped.name == name
+    assert skipped.reason.startswith("never runs: ")
+
+
+def test_why_a_name_is_passed_over() -> None:
+    assert name_problem("10-drain.sh") == ""
+    assert name_problem(".keep") == "hidden file"
+    assert name_problem("10-drain.dpkg-old") == "a backup or package-manager leftover"
+    assert (
+        name_problem("10 drain") == "not a hook name: use [A-Za-z0-9_.-], not starting with - or ."
+    )
 
 
 def test_dotted_names_are_hooks(folder: Path) -> None:

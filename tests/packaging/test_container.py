@@ -244,7 +244,7 @@ class Mock:
 @contextlib.contextmanager
 def mock_metadata(netns: Netns) -> Iterator[Mock]:
     env = dict(os.environ, PYTHONPATH=str(REPO))
-    cmd = [*netns.enter(), sys.executable, "-m", "agent.mock_metadata", "--flavor", "aws"]
+    cmd = [*netns.enter(), sys.executable, "-m", "agent.mock", "--flavor", "aws"]
     cmd += ["--host", AWS_IMDS, "--port", "80", "--instance-id", INSTANCE_ID]
     proc = subprocess.Popen(
         cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env

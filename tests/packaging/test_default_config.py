@@ -36,6 +36,9 @@ def settings(cls: type, prefix: str = "") -> set[str]:
             names |= settings(type(default), f"{prefix}{field.name}.")
         else:
             names.add(prefix + field.name)
+    if cls is agent_config.Config:  # the clouds' tables come from the registry
+        for name, section in agent_config.section_classes().items():
+            names |= settings(section, f"{name}.")
     return names
 
 

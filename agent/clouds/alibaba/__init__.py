@@ -1,0 +1,78 @@
+"""Alibaba Cloud ECS: the preemptible-instance release notice from instance metadata
+(hardened mode), confirmed through the ECS API.
+
+``watchers`` (paths, payload parsing), ``api`` (ECS confirmation, the aliyun SDK imported
+there only), ``config`` (the ``[alibaba]`` section), ``detect`` (DMI evidence), ``mock``
+(the mock metadata service's flavour).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import TYPE_CHECKING, Any, Callable, Optional
+
+from agent.clock import Clock
+from agent.clouds._shared.ec2_protocol import ask_once, reuse
+from agent.clouds._shared.token_client import TOKEN_PATH
+from agent.clouds.alibaba import detect, watchers
+from agent.clouds.alibaba.config import AlibabaConfig
+from agent.clouds.base import Cloud, MetadataProbe, Watcher
+
+if TYPE_CHECKING:
+    from agent.confirmation import Observation
+    from agent.mock.flavor import MockCloud
+    from agent.notice import Notice
+
+PROBE_TTL = "60"
+
+
+class AlibabaCloud(Cloud):
+    name = watchers.NAME
+    section = AlibabaConfig
+    api = "ECS API"
+    dmi = detect.DMI
+
+    def __init__(self) -> None:
+        self.instance: Optional[watchers.Instance] = None
+        """The instance behind the watchers, so confirmation reuses its cached identity."""
+
+    def watchers(self, section: AlibabaConfig, clock: Clock) -> list[Watcher]:
+        instance = self.instance = watchers.Instance(section, clock)
+        return list(watchers.build(section, instance))
+
+    def actions(self, config: Any) -> list[Any]:
+        from agent.clouds.alibaba.actions import slb
+
+        return slb.build(config)
+
+    def preload(self) -> None:
+        from agent.clouds.alibaba import api  # noqa: F401
+
+    def looker(
+        self, notice: Notice, section: AlibabaConfig, clock: Clock
+    ) -> Optional[Callable[[], Observation]]:
+        from agent.clouds.alibaba import api
+
+        instance = reuse(self.instance, section.metadata_url, watchers.Instance)
+        ecs = api.Ecs(section, clock, instance)
+        return lambda: ecs.look(notice)
+
+    def interrupted_now(
+        self, section: AlibabaConfig, clock: Clock, timeout: float
+    ) -> Optional[Notice]:
+        # Four requests at most (token, instance id, region id, the path) share the time.
+        quick = dataclasses.replace(section, timeout=max(0.05, timeout / 4))
+        paths = [(watchers.TERMINATION_TIME, watchers.parser(section))]
+        return ask_once(watchers.Instance(quick, clock), paths)
+
+    def probe(self, section: Any) -> Optional[MetadataProbe]:
+        url = section.metadata_url.rstrip("/") + TOKEN_PATH
+        return MetadataProbe(url, {watchers.TTL_HEADER: PROBE_TTL})
+
+    def mock(self) -> Optional[MockCloud]:
+        from agent.clouds.alibaba.mock import MOCK
+
+        return MOCK
+
+
+CLOUD = AlibabaCloud()

@@ -1,0 +1,1 @@
+"""Built-in drain actions on Alibaba Cloud: leave the SLB backends."""

@@ -1,0 +1,76 @@
+"""AWS EC2: spot, rebalance, maintenance and Auto Scaling notices from IMDSv2, confirmed
+through the EC2 API.
+
+``watchers`` (paths, payload parsing), ``api`` (EC2 confirmation, boto3 imported there
+only), ``config`` (the ``[aws]`` section), ``detect`` (DMI evidence), ``mock`` (the mock
+metadata service's flavour).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import TYPE_CHECKING, Any, Callable, Optional
+
+from agent.clock import Clock
+from agent.clouds._shared.ec2_protocol import ask_once, reuse
+from agent.clouds._shared.token_client import TOKEN_PATH
+from agent.clouds.aws import detect, watchers
+from agent.clouds.aws.config import AwsConfig
+from agent.clouds.base import Cloud, MetadataProbe, Watcher
+
+if TYPE_CHECKING:
+    from agent.confirmation import Observation
+    from agent.mock.flavor import MockCloud
+    from agent.notice import Notice
+
+
+PROBE_TTL = "60"
+
+
+class AwsCloud(Cloud):
+    name = watchers.NAME
+    section = AwsConfig
+    api = "EC2 API"
+    dmi = detect.DMI
+
+    def __init__(self) -> None:
+        self.instance: Optional[watchers.Instance] = None
+        """The instance behind the watchers, so confirmation reuses its token."""
+
+    def watchers(self, section: AwsConfig, clock: Clock) -> list[Watcher]:
+        instance = self.instance = watchers.Instance(section, clock)
+        return list(watchers.build(section, instance))
+
+    def actions(self, config: Any) -> list[Any]:
+        from agent.clouds.aws.actions import elb, lifecycle
+
+        return elb.build(config) + lifecycle.build(config)
+
+    def preload(self) -> None:
+        from agent.clouds.aws import api  # noqa: F401
+
+    def looker(
+        self, notice: Notice, section: AwsConfig, clock: Clock
+    ) -> Optional[Callable[[], Observation]]:
+        from agent.clouds.aws import api
+
+        instance = reuse(self.instance, section.metadata_url, watchers.Instance)
+        ec2 = api.Ec2(section, clock, instance)
+        return lambda: ec2.look(notice.instance_id)
+
+    def interrupted_now(self, section: AwsConfig, clock: Clock, timeout: float) -> Optional[Notice]:
+        # Four requests at most (token, instance id, two paths) share the time.
+        quick = dataclasses.replace(section, timeout=max(0.05, timeout / 4))
+        return ask_once(watchers.Instance(quick, clock), watchers.TERMINATION_PATHS)
+
+    def probe(self, section: Any) -> Optional[MetadataProbe]:
+        url = section.metadata_url.rstrip("/") + TOKEN_PATH
+        return MetadataProbe(url, {watchers.TTL_HEADER: PROBE_TTL})
+
+    def mock(self) -> Optional[MockCloud]:
+        from agent.clouds.aws.mock import MOCK
+
+        return MOCK
+
+
+CLOUD = AwsCloud()

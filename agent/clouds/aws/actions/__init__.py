@@ -1,0 +1,1 @@
+"""Built-in drain actions on AWS: leave ELBv2 target groups, end the Auto Scaling lifecycle."""

@@ -1,0 +1,3 @@
+"""The action tests' shared fixtures."""
+
+from tests.fakes.actions_env import *  # noqa: F403
