@@ -7,16 +7,14 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
 import sys
-from datetime import timedelta
 from pathlib import Path
 from typing import Optional
 
 from agent import __version__, clouds, exitcodes, statelock
 from agent.config import Config, ConfigError, load
 from agent.logs import FORMATS, setup
-from agent.notice import KINDS, SPOT_INTERRUPTION, Notice
+from agent.notice import KINDS, SPOT_INTERRUPTION
 
 LOG = logging.getLogger(__name__)
 
@@ -116,11 +114,15 @@ def main(argv: Optional[list[str]] = None) -> int:
         if args.command == "run":
             return run(config, dry_run=args.dry_run)
         if args.command == "check":
+            from agent.checks import check
+
             return check(config)
         if args.command == "status":
             from agent.report.status import show
 
             return show(config, args.json)
+        from agent.simulate import simulate
+
         return simulate(config, args.kind, args.action, args.seconds, args.phase)
     except KeyboardInterrupt:
         return exitcodes.FINISHED
@@ -194,119 +196,6 @@ def run(config: Config, dry_run: bool = False) -> int:
         report.close(CLOSE_GRACE)
         if lock is not None:
             lock.release()
-
-
-def check(config: Config) -> int:
-    from agent.hooks import scripts
-    from agent.runs import discover_hooks
-
-    problems = 0
-    print(f"config: {config.source or 'defaults (no config file)'}: ok")
-    cloud, evidence = resolve_provider(config)
-    if cloud in WATCHABLE:
-        print(f"cloud: detected {cloud} from {evidence}")
-    else:
-        print(
-            f"cloud: {cloud or 'none'} ({evidence}): "
-            f"run would exit {exitcodes.UNSUPPORTED}, nothing to watch"
-        )
-    hooks, refused = discover_hooks(config)
-    print(f"hooks: {config.hooks_dir}{' and plugins' if config.plugins else ''}")
-    if not config.hooks_dir.exists():
-        problems += 1
-        print(f"  MISSING {config.hooks_dir}: the folder does not exist; no hook script will run")
-    for skipped in scripts.passed_over(config.hooks_dir):
-        problems += 1
-        print(f"  SKIPPED {skipped.name}: {skipped.reason}")
-    for kind in KINDS:
-        names = [h.name for h in hooks if h.handles(kind, "drain")]
-        print(f"  {kind}: {', '.join(names) if names else '(none)'}")
-    resumable = [h.name for h in hooks if h.resume]
-    print(f"  resume: {', '.join(resumable) if resumable else '(none)'}")
-    for bad in refused:
-        problems += 1
-        print(f"  REFUSED {bad.name}: {bad.reason}")
-    if os.geteuid() == 0 and not config.state_dir.exists():
-        print(f"state: {config.state_dir} does not exist yet (created on first write)")
-    unfit = window_problems(config)
-    for problem in unfit:
-        print(f"  REFUSED settings: {problem}")
-    if not unfit:
-        left = ", ".join(
-            f"{w - config.safety_margin - config.kill_grace:g} s of {w:g} s" for w in WINDOWS
-        )
-        print(f"settings: hooks get {left} (safety_margin and kill_grace taken off)")
-    problems += len(unfit)
-    return exitcodes.CHECK_FAILED if problems else exitcodes.FINISHED
-
-
-WINDOWS = (120.0, 30.0)
-"""Notice windows every setup must fit: AWS's 2 minutes, and a short 30 seconds."""
-MIN_HOOK_TIME = 5.0
-"""Less than this for all hooks together is no drain."""
-MIN_HOOK_TIMEOUT = 1.0
-
-
-def window_problems(config: Config) -> list[str]:
-    """Why these settings cannot drain within a 2-minute or 30-second notice (or within
-    max_run_time, for notices without a deadline), with the numbers; [] when they can."""
-    margins = config.safety_margin + config.kill_grace
-    problems = []
-    windows = [(w, f"a {w:g} s notice") for w in WINDOWS]
-    windows.append((config.max_run_time, f"max_run_time = {config.max_run_time:g} s"))
-    for window, what in windows:
-        left = window - margins
-        if left < MIN_HOOK_TIME:
-            problems.append(
-                f"{what} leaves hooks {max(0.0, left):g} s: safety_margin "
-                f"{config.safety_margin:g} s + kill_grace {config.kill_grace:g} s = {margins:g} s "
-                f"of it; at least {MIN_HOOK_TIME:g} s must be left"
-            )
-    if 0 < config.hook_timeout < MIN_HOOK_TIMEOUT:
-        problems.append(
-            f"hook_timeout = {config.hook_timeout:g} s kills every hook before it can do anything "
-            f"(0 = whatever is left, else at least {MIN_HOOK_TIMEOUT:g} s)"
-        )
-    return problems
-
-
-def simulate(config: Config, kind: str, action: str, seconds: float, phase: str) -> int:
-    """Runs the real hook runner on a synthetic notice; hooks see PREEMPT_DRY_RUN=1."""
-    from agent.clock import Clock
-    from agent.hooks.runner import OK, HookRunner
-    from agent.runs import discover_hooks, run_window, select_hooks
-
-    clock = Clock()
-    now = clock.now()
-    deadline = now + timedelta(seconds=seconds)
-    notice = Notice(
-        provider=config.provider if config.provider != "auto" else "simulated",
-        kind=kind,
-        action=action,
-        instance_id="i-simulated",
-        event_id=f"simulated:{kind}",
-        deadline=deadline,
-        raw="{}",
-        detected_at=now,
-    )
-    hooks, refused = discover_hooks(config)
-    for bad in refused:
-        LOG.error("refusing hook %s: %s", bad.name, bad.reason)
-    todo = select_hooks(hooks, kind, phase)  # which, in what order, and until when: as the daemon
-    told, end = run_window(notice, phase, clock, config)
-    runner = HookRunner(clock, config.kill_grace, config.hook_timeout)
-    results = runner.run(todo, notice, phase, end, told, dry_run=True)
-    for result in results:
-        print(
-            f"{result.hook}: {result.outcome} in {result.duration:.1f} s {result.detail}".rstrip()
-        )
-    if not results:
-        print(f"no hook handles {kind} ({phase})")
-    return (
-        exitcodes.FINISHED
-        if all(r.outcome == OK for r in results) and not refused
-        else exitcodes.FAILURE
-    )
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -165,7 +165,7 @@ class Worker:
         Whatever it raises marks the run failed: the loop then exits 1, systemd restarts the
         agent, and the restart picks the run up from the state file."""
         try:
-            self._run_hooks(run, changed)
+            self.steps(run, changed)
             if run.phase == DRAIN and not run.cancel.is_set():
                 run.drained = True
                 self.lifecycle.apply(run.notice.event_id, lc.DRAIN_DONE)
@@ -198,7 +198,7 @@ class Worker:
             run.done.set()
             changed()
 
-    def _run_hooks(self, run: Run, changed: Callable[[], None]) -> None:
+    def steps(self, run: Run, changed: Callable[[], None]) -> None:
         """The run's steps: actions that stop traffic, the hooks, actions that finish last
         (a resume undoes them in the opposite order). Each result is recorded as it comes."""
         notice = run.notice

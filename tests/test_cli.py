@@ -100,3 +100,39 @@ def test_demo_takes_the_log_level_on_either_side(after: bool) -> None:
 def test_dry_run_is_hidden_and_only_for_run() -> None:
     assert "--dry-run" not in agent("run", "--help").stdout
     assert agent("check", "--dry-run").returncode == exitcodes.USAGE
+
+
+def actions_config(tmp_path: Path) -> Path:
+    hooks = Hooks(tmp_path / "hooks.d", tmp_path / "out")
+    hooks.add("10-drain")
+    config = tmp_path / "agent.toml"
+    config.write_text(
+        'provider = "aws"\nprobe_metadata = false\nplugins = false\n'
+        f'hooks_dir = "{tmp_path / "hooks.d"}"\nstate_dir = "{tmp_path / "state"}"\n'
+        '[aws.elb]\ntarget_groups = ["arn:aws:elasticloadbalancing:us-east-1:1:targetgroup/w/1"]\n'
+        '[aws.asg]\nlifecycle_hook = "drain"\n'
+    )
+    return config
+
+
+def test_check_lists_the_built_in_actions(tmp_path: Path) -> None:
+    result = agent("check", "--config", str(actions_config(tmp_path)))
+    assert result.returncode == exitcodes.FINISHED, result.stdout + result.stderr
+    lines = result.stdout.splitlines()
+    elb = next(line for line in lines if line.strip().startswith("aws-elb"))
+    assert "before the hooks" in elb and "targetgroup/w/1" in elb
+    assert any("aws-asg-lifecycle" in line and "after the hooks" in line for line in lines)
+
+
+def test_simulate_runs_actions_and_hooks_in_the_daemons_order_without_any_api(
+    tmp_path: Path,
+) -> None:
+    result = agent("simulate", "--config", str(actions_config(tmp_path)))
+    assert result.returncode == exitcodes.FINISHED, result.stdout + result.stderr
+    steps = [
+        line.split(":")[0] if not line.startswith("action:") else line.split(": ")[0]
+        for line in result.stdout.splitlines()
+    ]
+    assert steps == ["action:aws-elb", "10-drain", "action:aws-asg-lifecycle"]
+    assert "dry run: would deregister i-simulated" in result.stdout
+    assert not (tmp_path / "state" / "state.json").exists(), "simulate writes no state"
