@@ -53,7 +53,7 @@ def one_of(*choices: str) -> Callable[[Any], Optional[str]]:
 
 
 def ttl_range(value: Any) -> Optional[str]:
-    """A metadata session token's lifetime, seconds, as both EC2-style services allow."""
+    """A metadata session token's lifetime in seconds (up to 6 hours, as the services allow)."""
     return None if 1 <= value <= 21600 else "must be between 1 and 21600"
 
 

@@ -26,7 +26,6 @@ LOG = logging.getLogger(__name__)
 
 DMI = Path("class", "dmi", "id")
 PROBE_TIMEOUT = 0.5
-AZURE_ASSET_TAG = "7783-7084-3265-9085-8269-3286-77"
 
 Probe = Callable[[], Optional["Detection"]]
 
@@ -54,12 +53,6 @@ Rule = tuple[str, DmiRule]
 """(cloud, rule)."""
 
 UNWATCHED: tuple[Rule, ...] = (
-    (
-        "gcp",
-        DmiRule("class/dmi/id/product_name", lambda v: v in ("Google Compute Engine", "Google")),
-    ),
-    ("azure", DmiRule("class/dmi/id/chassis_asset_tag", lambda v: v == AZURE_ASSET_TAG)),
-    ("tencent", DmiRule("class/dmi/id/sys_vendor", lambda v: v == "Tencent Cloud")),
     ("oracle", DmiRule("class/dmi/id/chassis_asset_tag", lambda v: v == "OracleCloud.com")),
     ("huawei", DmiRule("class/dmi/id/chassis_asset_tag", lambda v: v == "HUAWEICLOUD")),
 )
@@ -68,9 +61,8 @@ UNWATCHED: tuple[Rule, ...] = (
 
 def rules() -> tuple[Rule, ...]:
     """Every DMI rule: the registered clouds' own, then those of clouds not watched."""
-    watched = {cloud.name for cloud in clouds.all_clouds()}
     own = tuple((cloud.name, rule) for cloud in clouds.all_clouds() for rule in cloud.dmi)
-    return own + tuple(rule for rule in UNWATCHED if rule[0] not in watched)
+    return own + UNWATCHED
 
 
 def dmi_evidence(sysfs_root: Path) -> dict[str, list[str]]:
