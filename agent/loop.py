@@ -160,6 +160,8 @@ class Daemon:
             code = self.runs.settle(run, self.stopping)
             if code is not None:
                 return code
+            for tracked in self.presence.all_gone():  # decisions the run held up
+                self._gone(tracked.notice)
         self.runs.next(self.stopping)
         if self.runs.current is not None:
             self._status(self.runs.progress(self.stopping))

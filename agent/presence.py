@@ -52,6 +52,10 @@ class Presence:
         tracked = self.tracked.get(event_id)
         return tracked is not None and self._gone(tracked)
 
+    def all_gone(self) -> list[Tracked]:
+        """The tracked notices gone by now (a run that held up their decision is over)."""
+        return [t for t in self.tracked.values() if self._gone(t)]
+
     def observe(self, watcher: str, notices: list[Notice], now: float) -> list[Tracked]:
         """After a poll of ``watcher`` that answered: the tracked notices now gone."""
         present = {n.event_id for n in notices}
