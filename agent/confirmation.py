@@ -173,6 +173,14 @@ def confirm_with(
     look = cloud.looker(notice, section, clock)
     if look is None:
         return None
+    LOG.info(
+        "confirming %s %s through the %s (for up to %.0f s)",
+        notice.kind,
+        notice.event_id,
+        cloud.api or f"{cloud.name} API",
+        max(0.0, budget_end - clock.monotonic()),
+        extra=fields(NOTICE_ID=notice.event_id, KIND=notice.kind),
+    )
     return confirm(
         look, notice, clock, budget_end, gone=gone, cancel=cancel, api=cloud.api or cloud.name
     )

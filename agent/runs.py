@@ -285,13 +285,6 @@ class Worker:
         """Ask the cloud API within the budget, while the loop keeps polling."""
         notice = run.notice
         budget_end = confirmation_end(run.deadline, self.clock, self.config)
-        LOG.info(
-            "confirming %s %s through the cloud API (for up to %.0f s)",
-            notice.kind,
-            notice.event_id,
-            max(0.0, budget_end - self.clock.monotonic()),
-            extra=fields(NOTICE_ID=notice.event_id, KIND=notice.kind),
-        )
         try:
             run.confirmation = self.confirmer(notice, budget_end, gone, run.cancel)
         except Exception as exc:
