@@ -15,7 +15,7 @@ import abc
 import logging
 import threading
 from dataclasses import dataclass, field
-from typing import Any, Callable, Optional, TypeVar
+from typing import Any, Callable, Generic, Optional, TypeVar
 
 import tenacity
 
@@ -36,6 +36,7 @@ MAX_WAIT = 20.0
 FAILURE_LOG_EVERY = 30.0
 
 T = TypeVar("T")
+C = TypeVar("C")
 
 
 @dataclass(frozen=True)
@@ -148,6 +149,44 @@ class Action(abc.ABC):
             extra={**log_fields, "OUTCOME": outcome},
         )
         return HookResult(self.hook_name, outcome, None, started_at, duration, detail)
+
+
+class CloudAction(Action, Generic[C]):
+    """An action turned on by a table of its cloud's section (``[aws.elb]``): :meth:`build`
+    makes it when :meth:`wanted` says that table asks for it, with the cloud's section and
+    the table, and :meth:`api` makes its API client (:meth:`_connect`) on first use."""
+
+    cloud: str = ""
+    """The cloud's config section (``aws``)."""
+    table: str = ""
+    """The key of this action's table in that section (``elb``)."""
+
+    def __init__(self, cloud: Any, settings: Any) -> None:
+        super().__init__()
+        self._cloud = cloud
+        self._settings = settings
+        self._api: Optional[C] = None
+
+    @classmethod
+    def build(cls, config: Any) -> list[Action]:
+        """``[the action]`` when the configuration turns it on, else ``[]``."""
+        cloud = section(config, cls.cloud)
+        settings = getattr(cloud, cls.table, None)
+        return [cls(cloud, settings)] if settings is not None and cls.wanted(settings) else []
+
+    @classmethod
+    @abc.abstractmethod
+    def wanted(cls, settings: Any) -> bool:
+        """Whether the table's settings turn the action on."""
+
+    @abc.abstractmethod
+    def _connect(self, ctx: ActionContext) -> C:
+        """A new API client, on the credentials and region of the cloud's confirmation."""
+
+    def api(self, ctx: ActionContext) -> C:
+        if self._api is None:
+            self._api = self._connect(ctx)
+        return self._api
 
 
 class Retrier:

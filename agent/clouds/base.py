@@ -7,6 +7,7 @@ The core only sees these two classes; every quirk of a cloud stays in its packag
 from __future__ import annotations
 
 import abc
+import importlib
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable, ClassVar, Optional
 
@@ -76,6 +77,8 @@ class Cloud(abc.ABC):
     """The cloud API confirmation asks, as logs name it ("EC2 API")."""
     dmi: ClassVar[tuple[DmiRule, ...]] = ()
     """Evidence that this machine runs on this cloud; any one rule is enough."""
+    mock_module: ClassVar[str] = ""
+    """The module whose ``MOCK`` is this cloud's mock flavour, imported only when asked."""
 
     @abc.abstractmethod
     def watchers(self, section: Any, clock: Clock) -> list[Watcher]:
@@ -112,4 +115,6 @@ class Cloud(abc.ABC):
 
     def mock(self) -> Optional[MockCloud]:
         """This cloud's flavour of the mock metadata service, for ``demo`` and tests."""
-        return None
+        if not self.mock_module:
+            return None
+        return importlib.import_module(self.mock_module).MOCK

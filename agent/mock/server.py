@@ -221,11 +221,21 @@ class MockMetadataServer:
     def answer(
         self, method: str, raw_path: str, headers: Any, raw: bytes, httpd: MockHTTPServer
     ) -> Optional[Answer]:
-        """Decide the answer to one request; None means drop the connection unanswered."""
-        parts = urlsplit(raw_path)
-        path = parts.path
+        """Decide the answer to one request; None means drop the connection unanswered.
+
+        A control request (:data:`CONTROL_PREFIX`) is the mock's own, whatever the flavour;
+        any other goes to :meth:`serve`, which a flavour's server extends."""
+        path = urlsplit(raw_path).path
         if path.startswith(CONTROL_PREFIX):
             return control(self, method, path, raw)
+        return self.serve(method, raw_path, headers, raw, httpd)
+
+    def serve(
+        self, method: str, raw_path: str, headers: Any, raw: bytes, httpd: MockHTTPServer
+    ) -> Optional[Answer]:
+        """The metadata service's answer to one request (not a control one)."""
+        parts = urlsplit(raw_path)
+        path = parts.path
         with self._cond:
             self._log.append(
                 RecordedRequest(method, path, dict(headers.items()), self._clock(), parts.query)

@@ -90,7 +90,7 @@ def build(config: Config, state_dir: Path, cloud: str) -> Reporter:
     prometheus_client is not installed, or when the metrics address cannot be bound: a start-up
     error (exit 78), not a silent gap in what the fleet hears.
     """
-    from agent.report.status import StatusReporter
+    from agent.report.runtime import StatusReporter
 
     sinks: list[Reporter] = [StatusReporter(state_dir, cloud)]
     if config.metrics.textfile or config.metrics.listen:

@@ -17,8 +17,9 @@ from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any, Callable, Optional
 
 from agent import __version__
-from agent.config import ConfigError, split_listen
 from agent.notice import KINDS
+from agent.report.settings import split_listen
+from agent.schema import ConfigError
 
 if TYPE_CHECKING:  # pragma: no cover
     from agent.hooks.runner import HookResult

@@ -33,9 +33,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from agent import clouds, config  # noqa: E402
-from agent.mock import MockCloud, flavors  # noqa: E402
-from tests.bench.agentproc import Agent, Setup, wait_for  # noqa: E402
+from agent import clouds, config, exitcodes
+from agent.mock import MockCloud, flavors
+from tests.bench.agentproc import Agent, Setup, wait_for
 
 P99_TARGETS = {"aws": 0.6, "gcp": 0.05, "azure": 1.1}
 """Notice-to-first-hook p99, seconds (issue 8 for AWS, issue 10 for GCP and Azure)."""
@@ -70,9 +70,10 @@ def one_notice(provider: str, mock: MockCloud, cycle: float) -> tuple[float, flo
                 raise agent.failed(f"{path} was not polled before the notice appeared")
         except BaseException:
             agent.proc.terminate()
-            raise
-        finally:
             agent.stop()
+            raise
+        if agent.stop() != exitcodes.FINISHED:  # one drain, no confirmation: it ends itself
+            raise agent.failed("the agent did not finish by itself after the drain")
     return started - appeared, startup
 
 
@@ -85,8 +86,10 @@ def latency(provider: str, notices: int) -> tuple[list[float], list[float]]:
         lat, startup = one_notice(provider, mock, cycle)
         latencies.append(lat)
         startups.append(startup)
-        print(f"\r  notice {i + 1}/{notices}: {lat * 1000:.0f} ms", end="", flush=True)
-    print("\r" + " " * 40 + "\r", end="")
+        if sys.stderr.isatty():
+            sys.stderr.write(f"\r\033[K  notice {i + 1}/{notices}: {lat * 1000:.0f} ms")
+    if sys.stderr.isatty():
+        sys.stderr.write("\r\033[K")
     return latencies, startups
 
 
@@ -156,11 +159,12 @@ def report(provider: str, args: argparse.Namespace) -> None:
     if args.idle_seconds > 0:
         idle = Idle(provider, args.idle_seconds, args.metrics)
         extra = ", [metrics] textfile on" if args.metrics else ""
+        tick = 100 / os.sysconf("SC_CLK_TCK") / idle.seconds  # /proc counts CPU in ticks
         if args.metrics and not idle.textfile:
             extra += " (BUT NO FILE WRITTEN)"
         print(
             f"idle over {idle.seconds:.0f} s{extra}: CPU {idle.percent:.3f} % of a core "
-            f"({idle.percent * 36:.1f} CPU-s an hour)  "
+            f"({idle.percent * 36:.1f} CPU-s an hour, +/- {tick:.3f} %)  "
             f"[target <= {CPU_TARGET} %: {_verdict(idle.percent, CPU_TARGET)}]"
         )
         rss, pss = idle.rss / 1024, idle.pss / 1024

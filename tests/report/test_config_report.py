@@ -7,7 +7,8 @@ from pathlib import Path
 import pytest
 
 from agent import report
-from agent.config import WEBHOOK_EVENTS, ConfigError, parse, resolve_webhook
+from agent.config import ConfigError, parse
+from agent.report.settings import WEBHOOK_EVENTS, resolve_webhook
 
 
 def error(text: str) -> str:

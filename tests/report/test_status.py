@@ -9,7 +9,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from agent.report.status import DRAIN_UNDER_WAY, RUNTIME_FILE, StatusReporter
+from agent.report.runtime import RUNTIME_FILE, StatusReporter
+from agent.report.status import DRAIN_UNDER_WAY
 from agent.state import StateFile, read_boot_id
 from tests.report.conftest import make_notice, result
 

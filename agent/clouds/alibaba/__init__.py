@@ -20,7 +20,6 @@ from agent.clouds.base import Cloud, MetadataProbe, Watcher
 
 if TYPE_CHECKING:
     from agent.confirmation import Observation
-    from agent.mock.flavor import MockCloud
     from agent.notice import Notice
 
 PROBE_TTL = "60"
@@ -31,6 +30,7 @@ class AlibabaCloud(Cloud):
     section = AlibabaConfig
     api = "ECS API"
     dmi = detect.DMI
+    mock_module = "agent.clouds.alibaba.mock"
 
     def __init__(self) -> None:
         self.instance: Optional[watchers.Instance] = None
@@ -43,7 +43,7 @@ class AlibabaCloud(Cloud):
     def actions(self, config: Any) -> list[Any]:
         from agent.clouds.alibaba.actions import slb
 
-        return slb.build(config)
+        return slb.SlbAction.build(config)
 
     def preload(self) -> None:
         from agent.clouds.alibaba import api  # noqa: F401
@@ -68,11 +68,6 @@ class AlibabaCloud(Cloud):
     def probe(self, section: Any) -> Optional[MetadataProbe]:
         url = section.metadata_url.rstrip("/") + TOKEN_PATH
         return MetadataProbe(url, {watchers.TTL_HEADER: PROBE_TTL})
-
-    def mock(self) -> Optional[MockCloud]:
-        from agent.clouds.alibaba.mock import MOCK
-
-        return MOCK
 
 
 CLOUD = AlibabaCloud()

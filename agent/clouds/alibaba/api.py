@@ -186,13 +186,19 @@ class Ecs:
         return self._client
 
     def _describe(self, instance_id: str) -> dict[str, Any]:
-        _, exceptions, _, requests = self._import()
+        _, _, _, requests = self._import()
         client = self.client()
         request = requests.DescribeInstancesRequest()
         request.set_InstanceIds(json.dumps([instance_id]))
+        return self.send(client, "DescribeInstances", request, self._config.ecs_endpoint)
+
+    def send(self, client: Any, action: str, request: Any, endpoint: str) -> dict[str, Any]:
+        """Send a request of any product with ``client`` (HTTPS unless ``endpoint`` names
+        one): its JSON object, or the error as :meth:`_classify` sees it."""
+        _, exceptions, _, _ = self._import()
         request.set_accept_format("json")
-        if self._config.ecs_endpoint:
-            request.set_endpoint(self._config.ecs_endpoint)
+        if endpoint:
+            request.set_endpoint(endpoint)
         else:
             request.set_protocol_type("https")  # the query string carries the security token
         try:
@@ -203,21 +209,31 @@ class Ecs:
                 exc.get_error_msg(),
                 exc.get_http_status(),
                 exc.get_request_id(),
+                action,
             ) from None
         except exceptions.ClientException as exc:
-            raise self._classify(exc.get_error_code(), exc.get_error_msg(), 0, None) from None
+            raise self._classify(
+                exc.get_error_code(), exc.get_error_msg(), 0, None, action
+            ) from None
         try:
             data = json.loads(body)
         except ValueError:
-            raise Transient("DescribeInstances answered something that is not JSON") from None
+            raise Transient(f"{action} answered something that is not JSON") from None
         if not isinstance(data, dict):
-            raise Transient("DescribeInstances answered JSON that is not an object")
+            raise Transient(f"{action} answered JSON that is not an object")
         return data
 
-    def _classify(self, code: Any, message: Any, status: Any, request_id: Any) -> Exception:
+    def _classify(
+        self,
+        code: Any,
+        message: Any,
+        status: Any,
+        request_id: Any,
+        action: str = "DescribeInstances",
+    ) -> Exception:
         code = str(code or "error")
         status = int(status or 0)
-        text = f"DescribeInstances: {code}"
+        text = f"{action}: {code}"
         if status:
             text += f" (HTTP {status}"
             text += f", request {request_id})" if request_id else ")"

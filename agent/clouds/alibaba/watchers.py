@@ -12,12 +12,13 @@ from __future__ import annotations
 import functools
 import logging
 import re
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timezone
 from typing import Optional
 
 from agent import notice as n
 from agent.clouds._shared import ec2_protocol
 from agent.clouds._shared.ec2_protocol import Parser, PathWatcher
+from agent.clouds._shared.parse import stale
 from agent.clouds.alibaba.config import AlibabaConfig
 from agent.notice import Notice, parse_rfc3339
 
@@ -29,8 +30,6 @@ TOKEN_HEADER = "X-aliyun-ecs-metadata-token"  # noqa: S105 - a header name, not 
 REGION_ID = "/latest/meta-data/region-id"
 TERMINATION_TIME = "/latest/meta-data/instance/spot/termination-time"
 
-STALE_AFTER = timedelta(hours=1)
-"""A release time this far behind the clock is a leftover, not a notice: the instance lives."""
 _TIME = re.compile(r"\d{4}-\d\d-\d\d[Tt ]\d\d:\d\d:\d\d(\.\d{1,9})?([Zz]|[+-]\d\d:\d\d)?", re.ASCII)
 """ASCII digits only (``\\d`` alone takes any script's digits), a bounded fraction."""
 
@@ -55,12 +54,6 @@ def parse_release_time(text: str) -> datetime:
     return value.astimezone(timezone.utc)
 
 
-@functools.lru_cache(maxsize=8)
-def _warn_stale(body: str) -> None:
-    """Once per distinct stale value, not once per poll."""
-    LOG.warning("termination-time %r is long past; ignoring it", body)
-
-
 def parse_termination_time(
     body: Optional[str], instance_id: str, now: datetime, action: str = "terminate"
 ) -> Optional[Notice]:
@@ -74,8 +67,7 @@ def parse_termination_time(
     if body is None or not body.strip():
         return None
     deadline = parse_release_time(body)
-    if deadline < now - STALE_AFTER:
-        _warn_stale(body.strip())
+    if stale(deadline, now, body.strip(), LOG):
         return None
     # Keyed on instance and kind: one instance is released once, whatever the body says.
     return Notice.observed(NAME, n.SPOT_INTERRUPTION, action, instance_id, deadline, body, now)

@@ -20,7 +20,6 @@ from agent.clouds.base import Cloud, MetadataProbe, Watcher
 
 if TYPE_CHECKING:
     from agent.confirmation import Observation
-    from agent.mock.flavor import MockCloud
     from agent.notice import Notice
 
 
@@ -32,6 +31,7 @@ class AwsCloud(Cloud):
     section = AwsConfig
     api = "EC2 API"
     dmi = detect.DMI
+    mock_module = "agent.clouds.aws.mock"
 
     def __init__(self) -> None:
         self.instance: Optional[watchers.Instance] = None
@@ -44,7 +44,7 @@ class AwsCloud(Cloud):
     def actions(self, config: Any) -> list[Any]:
         from agent.clouds.aws.actions import elb, lifecycle
 
-        return elb.build(config) + lifecycle.build(config)
+        return elb.ElbAction.build(config) + lifecycle.LifecycleAction.build(config)
 
     def preload(self) -> None:
         from agent.clouds.aws import api  # noqa: F401
@@ -66,11 +66,6 @@ class AwsCloud(Cloud):
     def probe(self, section: Any) -> Optional[MetadataProbe]:
         url = section.metadata_url.rstrip("/") + TOKEN_PATH
         return MetadataProbe(url, {watchers.TTL_HEADER: PROBE_TTL})
-
-    def mock(self) -> Optional[MockCloud]:
-        from agent.clouds.aws.mock import MOCK
-
-        return MOCK
 
 
 CLOUD = AwsCloud()

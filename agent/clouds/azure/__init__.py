@@ -25,7 +25,6 @@ from agent.clouds.base import Cloud, Watcher
 from agent.notice import TERMINAL_KINDS
 
 if TYPE_CHECKING:
-    from agent.mock.flavor import MockCloud
     from agent.notice import Notice
 
 LOG = logging.getLogger(__name__)
@@ -35,6 +34,7 @@ class AzureCloud(Cloud):
     name = parse.NAME
     section = AzureConfig
     dmi = detect.DMI
+    mock_module = "agent.clouds.azure.mock"
 
     def __init__(self) -> None:
         self.watcher: Optional[watchers.EventsWatcher] = None
@@ -95,11 +95,6 @@ class AzureCloud(Cloud):
         what = "the eviction" if notice.kind in TERMINAL_KINDS else "the event"
         LOG.info("approved scheduled event %s: %s may start now", event_id, what)
         return True
-
-    def mock(self) -> Optional[MockCloud]:
-        from agent.clouds.azure.mock import MOCK
-
-        return MOCK
 
 
 CLOUD = AzureCloud()

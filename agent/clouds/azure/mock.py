@@ -20,7 +20,6 @@ from typing import Any, Optional
 from urllib.parse import parse_qs, urlsplit
 
 from agent.clouds.azure.metadata import HEADERS
-from agent.mock.control import CONTROL_PREFIX
 from agent.mock.flavor import Flavor, MockCloud
 from agent.mock.handler import Answer, MockHTTPServer
 from agent.mock.server import MockMetadataServer
@@ -146,19 +145,17 @@ class AzureMockServer(MockMetadataServer):
             self._incarnation += int(changed)
         return 200, "", "application/json; charset=utf-8", {}
 
-    def answer(
+    def serve(
         self, method: str, raw_path: str, headers: Any, raw: bytes, httpd: MockHTTPServer
     ) -> Optional[Answer]:
         parts = urlsplit(raw_path)
-        if parts.path.startswith(CONTROL_PREFIX):
-            return super().answer(method, raw_path, headers, raw, httpd)
         if headers.get("X-Forwarded-For") is not None:
             return _json(403, {"error": "Forbidden: X-Forwarded-For is not allowed"})
         if parts.path == EVENTS_PATH and method == "GET" and not self._switched_on:
             self._switched_on = True
             if self.first_call_delay and httpd.closing.wait(self.first_call_delay):
                 return None
-        answer = super().answer(method, raw_path, headers, raw, httpd)
+        answer = super().serve(method, raw_path, headers, raw, httpd)
         if answer is None:
             return None
         status = answer[0]

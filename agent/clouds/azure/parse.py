@@ -17,6 +17,7 @@ from email.utils import parsedate_to_datetime
 from typing import Any, Optional
 
 from agent import notice as n
+from agent.clouds._shared.parse import matching
 from agent.notice import Notice
 
 LOG = logging.getLogger(__name__)
@@ -67,10 +68,7 @@ def parse_not_before(text: Any) -> Optional[datetime]:
 
 def parse_vm_name(body: str) -> str:
     """``compute/name`` (``format=text``); ValueError for anything that is not a VM name."""
-    value = body.strip()
-    if not _VM_NAME.fullmatch(value):
-        raise ValueError(f"compute/name is not a VM name: {body[:80]!r}")
-    return value
+    return matching(body, _VM_NAME, "compute/name is not a VM name")
 
 
 def parse_document(body: str) -> tuple[int, list[Any]]:

@@ -23,7 +23,6 @@ from agent.clouds.gcp.config import GcpConfig
 from agent.clouds.gcp.metadata import GcpMetadata
 
 if TYPE_CHECKING:
-    from agent.mock.flavor import MockCloud
     from agent.notice import Notice
 
 LOG = logging.getLogger(__name__)
@@ -36,6 +35,7 @@ class GcpCloud(Cloud):
     name = parse.NAME
     section = GcpConfig
     dmi = detect.DMI
+    mock_module = "agent.clouds.gcp.mock"
 
     def __init__(self) -> None:
         self.identity: Optional[watchers.Identity] = None
@@ -68,11 +68,6 @@ class GcpCloud(Cloud):
             return None
         finally:
             client.close()
-
-    def mock(self) -> Optional[MockCloud]:
-        from agent.clouds.gcp.mock import MOCK
-
-        return MOCK
 
 
 CLOUD = GcpCloud()

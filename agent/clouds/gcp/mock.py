@@ -24,7 +24,6 @@ from agent.clouds.gcp.watchers import (
     MAINTENANCE_EVENT,
     PREEMPTED,
 )
-from agent.mock.control import CONTROL_PREFIX
 from agent.mock.flavor import Flavor, MockCloud
 from agent.mock.handler import Answer, MockHTTPServer
 from agent.mock.server import MockMetadataServer
@@ -102,16 +101,14 @@ class GcpMockServer(MockMetadataServer):
             with self._changed:
                 self._changed.wait(min(left, CHECK_EVERY))
 
-    def answer(
+    def serve(
         self, method: str, raw_path: str, headers: Any, raw: bytes, httpd: MockHTTPServer
     ) -> Optional[Answer]:
         parts = urlsplit(raw_path)
-        if parts.path.startswith(CONTROL_PREFIX):
-            return super().answer(method, raw_path, headers, raw, httpd)
         flavoured = headers.get(FLAVOR_HEADER) == FLAVOR
         if headers.get("X-Forwarded-For") is not None and flavoured:
             return 403, "Forbidden\n", "text/plain", {FLAVOR_HEADER: FLAVOR}
-        answer = super().answer(method, raw_path, headers, raw, httpd)
+        answer = super().serve(method, raw_path, headers, raw, httpd)
         if answer is None:
             return None
         status, body, kind, extra = answer

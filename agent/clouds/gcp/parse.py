@@ -13,6 +13,7 @@ from datetime import datetime, timedelta
 from typing import Optional
 
 from agent import notice as n
+from agent.clouds._shared.parse import matching
 from agent.notice import Notice
 
 LOG = logging.getLogger(__name__)
@@ -62,10 +63,7 @@ def parse_maintenance_event(body: str) -> Optional[str]:
 
 def parse_instance_id(body: str) -> str:
     """``instance/id`` (always numeric on GCP); ValueError for anything else."""
-    value = body.strip()
-    if not _ID.fullmatch(value):
-        raise ValueError(f"instance/id is not an instance id: {_short(body)}")
-    return value
+    return matching(body, _ID, "instance/id is not an instance id")
 
 
 def parse_zone(body: str) -> str:

@@ -18,7 +18,6 @@ from agent.clouds.tencent import detect, parse, watchers
 from agent.clouds.tencent.config import TencentConfig
 
 if TYPE_CHECKING:
-    from agent.mock.flavor import MockCloud
     from agent.notice import Notice
 
 LOG = logging.getLogger(__name__)
@@ -28,6 +27,7 @@ class TencentCloud(Cloud):
     name = parse.NAME
     section = TencentConfig
     dmi = detect.DMI
+    mock_module = "agent.clouds.tencent.mock"
 
     def __init__(self) -> None:
         self.client: Optional[watchers.TencentMetadata] = None
@@ -60,11 +60,6 @@ class TencentCloud(Cloud):
             return None
         finally:
             fresh.close()
-
-    def mock(self) -> Optional[MockCloud]:
-        from agent.clouds.tencent.mock import MOCK
-
-        return MOCK
 
 
 CLOUD = TencentCloud()

@@ -7,21 +7,19 @@ as ``18/08/2018 12:05:33`` or with slashes or dots. 404 means nothing is schedul
 
 from __future__ import annotations
 
-import functools
 import logging
 import re
 from datetime import datetime, timedelta, timezone
 from typing import Optional
 
 from agent import notice as n
+from agent.clouds._shared.parse import matching, stale
 from agent.notice import Notice, parse_rfc3339
 
 LOG = logging.getLogger(__name__)
 
 NAME = "tencent"
 CST = timezone(timedelta(hours=8), "UTC+8")
-STALE_AFTER = timedelta(hours=1)
-"""A termination time this far behind the clock is a leftover, not a notice."""
 _YEAR_FIRST = re.compile(
     r"(\d{4})[-/.](\d{1,2})[-/.](\d{1,2})[ Tt]+(\d{1,2}):(\d{2}):(\d{2})(?:\.\d+)?"
     r"(Z|z|[+-]\d{2}:?\d{2})?"
@@ -61,16 +59,7 @@ def parse_termination_time(text: str) -> datetime:
 
 def parse_instance_id(body: str) -> str:
     """``ins-xxxxxxxx``; ValueError for anything else (an error page, an empty body)."""
-    value = body.strip()
-    if not _INSTANCE_ID.fullmatch(value):
-        raise ValueError(f"instance-id is not a Tencent instance id: {value[:80]!r}")
-    return value
-
-
-@functools.lru_cache(maxsize=8)
-def _warn_stale(body: str) -> None:
-    """Once per distinct stale value, not once per poll."""
-    LOG.warning("termination-time %r is long past; ignoring it", body)
+    return matching(body, _INSTANCE_ID, "instance-id is not a Tencent instance id")
 
 
 def parse_notice(body: Optional[str], instance_id: str, now: datetime) -> Optional[Notice]:
@@ -81,8 +70,7 @@ def parse_notice(body: Optional[str], instance_id: str, now: datetime) -> Option
     if body is None or not body.strip():
         return None
     deadline = parse_termination_time(body)
-    if deadline < now - STALE_AFTER:
-        _warn_stale(body.strip()[:80])
+    if stale(deadline, now, body.strip()[:80], LOG):
         return None
     return Notice.observed(
         NAME, n.SPOT_INTERRUPTION, "terminate", instance_id, deadline, body.strip(), now

@@ -13,7 +13,7 @@ import json
 import logging
 from typing import Any, Optional
 
-from agent.actions import BEFORE, Action, ActionContext, Failed, Retrier, section
+from agent.actions import BEFORE, ActionContext, CloudAction, Failed, Retrier
 from agent.clock import Clock
 from agent.clouds.alibaba import api as ecs_api
 from agent.confirmation import Transient, Unusable
@@ -35,14 +35,6 @@ class Denied(Unusable):
     """No permission (or no usable key): said once, and the action stops."""
 
 
-def build(config: Any) -> list[Action]:
-    alibaba = section(config, "alibaba")
-    slb = getattr(alibaba, "slb", None)
-    if slb is None or not slb.load_balancers:
-        return []
-    return [SlbAction(alibaba, slb)]
-
-
 class SlbApi(ecs_api.Ecs):
     """The ECS confirmation's client (it signs for any product), sending SLB requests."""
 
@@ -58,58 +50,37 @@ class SlbApi(ecs_api.Ecs):
                 f"the aliyun SDK's SLB package cannot be imported ({exc}): install "
                 "aliyun-python-sdk-slb, or preempt-agent[alibaba] with pip"
             ) from None
-        _, exceptions, _, _ = self._import()
         client = self.client()
         module = __import__(f"{requests.__name__}.{action}Request", fromlist=["_"])
         request = getattr(module, f"{action}Request")()
         for name, value in params.items():
             getattr(request, f"set_{name}")(value)
-        request.set_accept_format("json")
-        if self._endpoint:
-            request.set_endpoint(self._endpoint)
-        else:
-            request.set_protocol_type("https")  # the query string carries the security token
-        try:
-            body = client.do_action_with_exception(request)
-        except exceptions.ServerException as exc:
-            raise self._which(
-                action,
-                exc.get_error_code(),
-                exc.get_error_msg(),
-                exc.get_http_status(),
-                exc.get_request_id(),
-            ) from None
-        except exceptions.ClientException as exc:
-            raise self._which(action, exc.get_error_code(), exc.get_error_msg(), 0, None) from None
-        try:
-            data = json.loads(body)
-        except ValueError:
-            raise Transient(f"{action} answered something that is not JSON") from None
-        if not isinstance(data, dict):
-            raise Transient(f"{action} answered JSON that is not an object")
-        return data
+        return self.send(client, action, request, self._endpoint)
 
-    def _which(self, action: str, code: Any, message: Any, status: Any, rid: Any) -> Exception:
+    def _classify(
+        self,
+        code: Any,
+        message: Any,
+        status: Any,
+        request_id: Any,
+        action: str = "DescribeInstances",
+    ) -> Exception:
         """The ECS classification, named for this action; refusals become Denied."""
-        exc = self._classify(code, message, status, rid)
-        text = action + str(exc)[len("DescribeInstances") :]
-        if isinstance(exc, Transient):
-            return Transient(text)
-        if str(code or "").startswith(DENIED_PREFIXES):
-            return Denied(f"{text} (grant {GRANT})")
-        return Unusable(text)
+        exc = super()._classify(code, message, status, request_id, action)
+        if not isinstance(exc, Transient) and str(code or "").startswith(DENIED_PREFIXES):
+            return Denied(f"{exc} (grant {GRANT})")
+        return exc
 
 
-class SlbAction(Action):
+class SlbAction(CloudAction[SlbApi]):
     name = "alibaba-slb"
     stage = BEFORE
     kinds = TERMINAL_KINDS
+    cloud = "alibaba"
+    table = "slb"
 
     def __init__(self, alibaba: Any, settings: Any) -> None:
-        super().__init__()
-        self._alibaba = alibaba
-        self._settings = settings
-        self._api: Optional[SlbApi] = None
+        super().__init__(alibaba, settings)
         self._weights: dict[str, tuple[int, str]] = {}
         """Load balancer -> (the weight it had, the backend type) before the drain."""
 
@@ -127,10 +98,12 @@ class SlbAction(Action):
             "then remove it from their backend servers"
         )
 
-    def api(self, ctx: ActionContext) -> SlbApi:
-        if self._api is None:
-            self._api = SlbApi(self._alibaba, ctx.clock, self._settings.endpoint)
-        return self._api
+    @classmethod
+    def wanted(cls, settings: Any) -> bool:
+        return bool(settings.load_balancers)
+
+    def _connect(self, ctx: ActionContext) -> SlbApi:
+        return SlbApi(self._cloud, ctx.clock, self._settings.endpoint)
 
     def _backend(self, ctx: ActionContext, retry: Retrier, lb: str) -> Optional[dict[str, Any]]:
         api = self.api(ctx)

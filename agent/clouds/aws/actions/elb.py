@@ -15,8 +15,8 @@ import logging
 from functools import partial
 from typing import Any, Optional
 
-from agent.actions import BEFORE, Action, ActionContext, Failed, Retrier, section
-from agent.clouds.aws.actions.services import AwsService, Denied
+from agent.actions import BEFORE, ActionContext, Failed, Retrier
+from agent.clouds.aws.actions.services import AwsAction, Denied
 from agent.confirmation import Unusable
 from agent.hooks.runner import ERROR, OK, SKIPPED
 from agent.notice import TERMINAL_KINDS
@@ -37,26 +37,22 @@ GRANT = (
 GONE = frozenset({"unused"})
 
 
-def build(config: Any) -> list[Action]:
-    aws = section(config, "aws")
-    elb = getattr(aws, "elb", None)
-    if elb is None or not elb.target_groups:
-        return []
-    return [ElbAction(aws, elb)]
-
-
-class ElbAction(Action):
+class ElbAction(AwsAction):
     name = "aws-elb"
     stage = BEFORE
     kinds = TERMINAL_KINDS
+    table = "elb"
+    service = "elbv2"
+    grant = GRANT
 
     def __init__(self, aws: Any, settings: Any) -> None:
-        super().__init__()
-        self._aws = aws
-        self._settings = settings
-        self._api: Optional[AwsService] = None
+        super().__init__(aws, settings)
         self._left: dict[str, list[dict[str, Any]]] = {}
         """Target group ARN -> the targets ({Id, Port}) this agent deregistered there."""
+
+    @classmethod
+    def wanted(cls, settings: Any) -> bool:
+        return bool(settings.target_groups)
 
     @property
     def auto(self) -> bool:
@@ -85,13 +81,6 @@ class ElbAction(Action):
             else "up to the groups' deregistration delay"
         )
         return f"deregister {iid} from {groups} and wait {how} for it to drain"
-
-    def api(self, ctx: ActionContext) -> AwsService:
-        if self._api is None:
-            self._api = AwsService(
-                self._aws, ctx.clock, "elbv2", self._settings.endpoint_url, GRANT
-            )
-        return self._api
 
     # -- drain ------------------------------------------------------------------------------
 

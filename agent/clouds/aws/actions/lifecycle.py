@@ -16,8 +16,8 @@ import logging
 import threading
 from typing import Any, Optional
 
-from agent.actions import AFTER, FAILURE_LOG_EVERY, Action, ActionContext, Retrier, section
-from agent.clouds.aws.actions.services import AwsService
+from agent.actions import AFTER, FAILURE_LOG_EVERY, ActionContext, Retrier
+from agent.clouds.aws.actions.services import AwsAction
 from agent.confirmation import Transient, Unusable
 from agent.hooks.runner import OK, SKIPPED
 from agent.notice import TERMINAL_KINDS
@@ -33,24 +33,16 @@ GRANT = (
 JOIN_TIMEOUT = 5.0
 
 
-def build(config: Any) -> list[Action]:
-    aws = section(config, "aws")
-    asg = getattr(aws, "asg", None)
-    if not getattr(asg, "lifecycle_hook", ""):
-        return []
-    return [LifecycleAction(aws, asg)]
-
-
-class LifecycleAction(Action):
+class LifecycleAction(AwsAction):
     name = "aws-asg-lifecycle"
     stage = AFTER
     kinds = TERMINAL_KINDS
+    table = "asg"
+    service = "autoscaling"
+    grant = GRANT
 
     def __init__(self, aws: Any, settings: Any) -> None:
-        super().__init__()
-        self._aws = aws
-        self._settings = settings
-        self._api: Optional[AwsService] = None
+        super().__init__(aws, settings)
         self._group: dict[str, Optional[str]] = {}
         """Instance id -> its group (None: in no group), looked up once."""
         self._stop = threading.Event()
@@ -74,12 +66,9 @@ class LifecycleAction(Action):
             f"lasts, and complete {self.hook} with CONTINUE"
         )
 
-    def api(self, ctx: ActionContext) -> AwsService:
-        if self._api is None:
-            self._api = AwsService(
-                self._aws, ctx.clock, "autoscaling", self._settings.endpoint_url, GRANT
-            )
-        return self._api
+    @classmethod
+    def wanted(cls, settings: Any) -> bool:
+        return bool(getattr(settings, "lifecycle_hook", ""))
 
     def _find(self, ctx: ActionContext, call: Any) -> Optional[str]:
         """The instance's group (DescribeAutoScalingInstances), looked up once."""
@@ -118,7 +107,7 @@ class LifecycleAction(Action):
         self._stop.set()
         thread, self._thread = self._thread, None
         if thread is not None:
-            thread.join(JOIN_TIMEOUT + float(self._aws.api_timeout))
+            thread.join(JOIN_TIMEOUT + float(self._cloud.api_timeout))
 
     def _beat(self, ctx: ActionContext) -> None:
         failures = RateLimitedLog(LOG, FAILURE_LOG_EVERY, ctx.clock.monotonic)

@@ -12,6 +12,7 @@ import logging
 import threading
 from typing import Any
 
+from agent.actions import ActionContext, CloudAction
 from agent.clock import Clock
 from agent.clouds.aws import api as ec2_api
 from agent.clouds.aws.config import AwsConfig
@@ -88,3 +89,18 @@ class AwsService(ec2_api.Ec2):
                     f"{text.split(' (grant ', maxsplit=1)[0]} (grant {self._grant})"
                 ) from None
             raise
+
+
+class AwsAction(CloudAction[AwsService]):
+    """An action on an AWS service other than EC2: its client is an :class:`AwsService`."""
+
+    cloud = "aws"
+    service = ""
+    """The boto3 client's name (``elbv2``)."""
+    grant = ""
+    """What an access-denied message asks to grant."""
+
+    def _connect(self, ctx: ActionContext) -> AwsService:
+        return AwsService(
+            self._cloud, ctx.clock, self.service, self._settings.endpoint_url, self.grant
+        )
