@@ -110,9 +110,8 @@ class Daemon:
             self.cloud.preload()
         except Exception:
             LOG.exception("cannot load the %s API module; confirmation will fail", self.cloud.name)
-        scheduler = Scheduler(
-            self.cloud.watchers(self.section, self.clock), self.inbox, self.clock.monotonic
-        )
+        watchers = self.cloud.watchers(self.section, self.clock)
+        scheduler = Scheduler(watchers, self.inbox, self.clock.monotonic, self.report.polled)
         self.presence.watchers = scheduler.names
         self.lifecycle.load()
         watching = scheduler.describe() or "no watcher enabled"
@@ -202,7 +201,6 @@ class Daemon:
     # -- notices ------------------------------------------------------------------------------
 
     def _polled(self, polled: Polled) -> None:
-        self.report.polled(polled.watcher, polled.ok)
         if not polled.ok:
             return
         for notice in polled.notices:

@@ -22,6 +22,7 @@ from typing import Any, Callable, Optional
 from agent.backoff import Backoff
 from agent.clouds.base import Watcher
 from agent.notice import Notice
+from agent.presence import GONE_POLLS
 from agent.ratelimit import RateLimitedLog
 
 LOG = logging.getLogger(__name__)
@@ -80,6 +81,12 @@ class Polled:
     notices: tuple[Notice, ...] = ()
 
 
+def _schedule(watcher: Watcher) -> str:
+    if watcher.interval > 0:
+        return f"{watcher.name} every {watcher.interval:g}s"
+    return f"{watcher.name} (waiting for changes)"
+
+
 def _failure_kind(exc: BaseException) -> str:
     """Failures alike for log rate limiting: same type, same text once digits are dropped."""
     return type(exc).__name__ + "".join(c for c in str(exc)[:80] if not c.isdigit())
@@ -95,7 +102,13 @@ def retry_delay(backoff: float, retry_after: Any, cap: float) -> float:
 
 
 class Poller:
-    """Polls one watcher in its own thread until stopped; posts every result to the inbox."""
+    """Polls one watcher in its own thread until stopped.
+
+    Every result is told to ``on_poll`` (metrics, from this thread); the loop is woken only
+    for what it can act on: a failure, notices, or a change, then the same quiet answer
+    ``GONE_POLLS`` times (presence counts those to see a notice gone). A quiet watcher
+    then costs the loop nothing.
+    """
 
     def __init__(
         self,
@@ -103,10 +116,13 @@ class Poller:
         inbox: Inbox,
         monotonic: Callable[[], float],
         stop: threading.Event,
+        on_poll: Callable[[str, bool], None] = lambda name, ok: None,
     ) -> None:
         self.watcher = watcher
         self.inbox = inbox
         self.stop = stop
+        self.on_poll = on_poll
+        self._quiet = 0  # identical empty answers posted in a row
         cap = max(watcher.interval, watcher.max_backoff)
         self.backoff = Backoff(max(watcher.interval, 0.5), cap)
         self.cap = cap
@@ -137,10 +153,19 @@ class Poller:
             self.failures.failure(
                 "%s: %s; retrying in %.1f s", watcher.name, exc, delay, key=_failure_kind(exc)
             )
+            self.on_poll(watcher.name, False)
+            self._quiet = 0
             self.inbox.post(Polled(watcher.name, False))
             return delay
         self.backoff.reset()
         self.failures.recovered("%s: metadata answers again", watcher.name)
+        self.on_poll(watcher.name, True)
+        if notices:
+            self._quiet = 0
+        elif self._quiet >= GONE_POLLS:
+            return watcher.interval  # nothing new since the loop last heard: let it sleep
+        else:
+            self._quiet += 1
         self.inbox.post(Polled(watcher.name, True, tuple(notices)))
         return watcher.interval
 
@@ -148,16 +173,22 @@ class Poller:
 class Scheduler:
     """Every watcher's poller, started and stopped together."""
 
-    def __init__(self, watchers: list[Watcher], inbox: Inbox, monotonic: Callable[[], float]):
+    def __init__(
+        self,
+        watchers: list[Watcher],
+        inbox: Inbox,
+        monotonic: Callable[[], float],
+        on_poll: Callable[[str, bool], None] = lambda name, ok: None,
+    ):
         self.stop_event = threading.Event()
-        self.pollers = [Poller(w, inbox, monotonic, self.stop_event) for w in watchers]
+        self.pollers = [Poller(w, inbox, monotonic, self.stop_event, on_poll) for w in watchers]
 
     @property
     def names(self) -> list[str]:
         return [p.watcher.name for p in self.pollers]
 
     def describe(self) -> str:
-        return ", ".join(f"{p.watcher.name} every {p.watcher.interval:g}s" for p in self.pollers)
+        return ", ".join(_schedule(p.watcher) for p in self.pollers)
 
     def start(self) -> None:
         for poller in self.pollers:

@@ -9,6 +9,7 @@ import pytest
 
 from agent.clouds.base import Watcher
 from agent.notice import Notice
+from agent.presence import GONE_POLLS
 from agent.scheduler import Inbox, Polled, Poller, Scheduler, retry_delay
 from tests.waiting import wait_until
 
@@ -78,3 +79,21 @@ def test_a_hanging_watcher_holds_up_no_other() -> None:
     finally:
         scheduler.stop()
         slow.block.set()
+
+
+def test_a_quiet_watcher_stops_waking_the_loop_once_presence_has_its_answers() -> None:
+    inbox = Inbox()
+    polls: list[tuple[str, bool]] = []
+    watcher = Scripted("spot")
+    poller = Poller(
+        watcher, inbox, time.monotonic, threading.Event(), lambda n, ok: polls.append((n, ok))
+    )
+    for _ in range(5):
+        poller.poll_once()
+    assert len(inbox.wait(0)) == GONE_POLLS, "the same empty answer, told as often as needed"
+    assert polls == [("spot", True)] * 5, "metrics hear every poll"
+    watcher.raise_ = Failing(None)
+    poller.poll_once()
+    watcher.raise_ = None
+    poller.poll_once()
+    assert inbox.wait(0) == [Polled("spot", False), Polled("spot", True, ())]
