@@ -655,7 +655,11 @@ def test_what_a_hook_leaves_in_its_group_is_gone_before_the_next_starts(
         hooks_dir,
         "10-leaves",
         'sleep 60 &\necho $! > "$OUT/child"\n'
-        '(trap "" TERM; while :; do sleep 0.05; done) &\necho $! > "$OUT/stubborn"\nexit 0\n',
+        # The child says it is ready only once its trap is set, and the hook waits for that:
+        # a SIGTERM before the trap would end it early and leave nothing stubborn to kill.
+        '(trap "" TERM; touch "$OUT/trapped"; while :; do sleep 0.05; done) &\n'
+        'echo $! > "$OUT/stubborn"\n'
+        'while [ ! -e "$OUT/trapped" ]; do sleep 0.01; done\nexit 0\n',
     )
     started = time.monotonic()
     first, second = run(runner, [leaves, python_hook(hooks_dir, "20-looks", ALIVE)])

@@ -95,7 +95,7 @@ class Ec2:
                 self._region = str(aws.parse_identity(body)["region"])
             except ValueError as exc:
                 raise Unusable(str(exc)) from None
-            LOG.info("confirming through the EC2 API in %s", self._region)
+            LOG.info("AWS APIs in region %s", self._region)
         return self._region
 
     def client(self) -> Any:

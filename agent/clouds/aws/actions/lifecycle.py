@@ -147,6 +147,7 @@ class LifecycleAction(AwsAction):
         group = self._find(ctx, retry)
         if group is None:
             return SKIPPED, f"{iid} is in no Auto Scaling group"
+        self.end()  # no heartbeat may race the completion (it would be refused)
         api = self.api(ctx)
         retry(
             lambda: api.call(
