@@ -24,9 +24,7 @@ so watchers polling in parallel never wait for one another's slow answer.
 from __future__ import annotations
 
 import email.utils
-import functools
 import http.client
-import io
 import logging
 import math
 import re
@@ -39,6 +37,8 @@ from dataclasses import dataclass
 from datetime import timezone
 from typing import Callable, Optional
 from urllib.parse import urlsplit
+
+from agent.clouds._shared.deadline_io import BodyTooLarge, Channel
 
 LOG = logging.getLogger(__name__)
 
@@ -117,117 +117,6 @@ def parse_retry_after(
     return min(max(seconds, 0.0), cap)
 
 
-class _Deadline:
-    """The end of the request in flight, shared by the connection and its reader."""
-
-    def __init__(self) -> None:
-        self.end = math.inf
-        self.limit = math.inf
-        self.read = 0
-
-    def left(self) -> float:
-        left = self.end - time.monotonic()
-        if left <= 0:
-            raise socket.timeout("deadline reached")
-        return left
-
-
-class _BodyTooLarge(Exception):
-    pass
-
-
-class _DeadlineReader(io.RawIOBase):
-    """The socket's raw reader with the timeout reset to the time left before every read,
-    and a hard stop on the bytes one response may take."""
-
-    def __init__(self, sock: socket.socket, deadline: _Deadline) -> None:
-        super().__init__()
-        self._sock = sock
-        self._raw = sock.makefile("rb", buffering=0)
-        self._deadline = deadline
-
-    def readable(self) -> bool:
-        return True
-
-    def readinto(self, buffer: memoryview) -> int:  # type: ignore[override]
-        deadline = self._deadline
-        if deadline.read > deadline.limit:
-            raise _BodyTooLarge()
-        self._sock.settimeout(deadline.left())
-        count = self._raw.readinto(buffer) or 0
-        deadline.read += count
-        return count
-
-    def close(self) -> None:
-        self._raw.close()
-        super().close()
-
-
-class _ResponseFile:
-    """What ``HTTPResponse`` calls ``makefile`` on, so it reads through the deadline."""
-
-    def __init__(self, sock: socket.socket, deadline: _Deadline) -> None:
-        self._file = io.BufferedReader(_DeadlineReader(sock, deadline))
-
-    def makefile(self, mode: str) -> io.BufferedReader:
-        return self._file
-
-
-class _Response(http.client.HTTPResponse):
-    def __init__(
-        self,
-        sock: socket.socket,
-        debuglevel: int = 0,
-        method: Optional[str] = None,
-        url: Optional[str] = None,
-        *,
-        deadline: _Deadline,
-    ) -> None:
-        super().__init__(_ResponseFile(sock, deadline), debuglevel, method, url)  # type: ignore[arg-type]
-
-
-class _Connection(http.client.HTTPConnection):
-    """``HTTPConnection`` whose connect, sends and reads all share one deadline."""
-
-    def __init__(self, host: str, port: Optional[int], deadline: _Deadline) -> None:
-        super().__init__(host, port)
-        self.deadline = deadline
-        self.response_class = functools.partial(_Response, deadline=deadline)  # type: ignore[assignment]
-
-    def connect(self) -> None:
-        self.timeout = self.deadline.left()
-        super().connect()
-
-    def send(self, data: object) -> None:
-        if self.sock is not None:
-            self.sock.settimeout(self.deadline.left())
-        super().send(data)  # type: ignore[arg-type]
-
-
-class _Channel:
-    """One thread's connection to the service and the deadline of its request in flight."""
-
-    def __init__(self, host: str, port: Optional[int]) -> None:
-        self.host = host
-        self.port = port
-        self.deadline = _Deadline()
-        self.conn: Optional[_Connection] = None
-
-    def connection(self) -> _Connection:
-        if self.conn is None:
-            self.conn = _Connection(self.host, self.port, self.deadline)
-        return self.conn
-
-    def drop(self) -> None:
-        conn, self.conn = self.conn, None
-        if conn is not None:
-            conn.close()
-
-    def __del__(self) -> None:
-        # The thread that owned it ended: close its socket rather than leave it to the GC.
-        self.drop()
-
-
 def _where(location: str) -> str:
     """A redirect target fit for a log line: no user info, no query, no fragment."""
     try:
@@ -273,13 +162,13 @@ class HttpClient:
         self.retry_after_cap = float(retry_after_cap)
         self._wall = wall
         self._local = threading.local()
-        self._channels: weakref.WeakSet[_Channel] = weakref.WeakSet()
+        self._channels: weakref.WeakSet[Channel] = weakref.WeakSet()
         self._channels_lock = threading.Lock()
 
-    def _channel(self) -> _Channel:
-        channel: Optional[_Channel] = getattr(self._local, "channel", None)
+    def _channel(self) -> Channel:
+        channel: Optional[Channel] = getattr(self._local, "channel", None)
         if channel is None:
-            channel = self._local.channel = _Channel(self._host, self._port)
+            channel = self._local.channel = Channel(self._host, self._port)
             with self._channels_lock:
                 self._channels.add(channel)
         return channel
@@ -318,7 +207,7 @@ class HttpClient:
             raise RequestError(
                 f"{method} {path}: Timeout: no complete answer within {total:g} s", "timeout"
             ) from None
-        except _BodyTooLarge:
+        except BodyTooLarge:
             channel.drop()
             raise RequestError(
                 f"{method} {path}: answer larger than the {self.max_body}-byte cap",
@@ -339,7 +228,7 @@ class HttpClient:
             channel.deadline.end = math.inf
 
     def _request(
-        self, channel: _Channel, method: str, path: str, headers: dict[str, str], body: bytes
+        self, channel: Channel, method: str, path: str, headers: dict[str, str], body: bytes
     ) -> Response:
         reused = channel.conn is not None and channel.conn.sock is not None
         try:
@@ -359,7 +248,7 @@ class HttpClient:
                 channel.drop()
 
     def _send(
-        self, channel: _Channel, method: str, path: str, headers: dict[str, str], body: bytes
+        self, channel: Channel, method: str, path: str, headers: dict[str, str], body: bytes
     ) -> http.client.HTTPResponse:
         conn = channel.connection()
         if conn.sock is None:
@@ -388,14 +277,14 @@ class HttpClient:
             )
         length = response.length
         if length is not None and length > self.max_body:
-            raise _BodyTooLarge()
+            raise BodyTooLarge()
         body = response.read(self.max_body + 1)
         if len(body) > self.max_body:
-            raise _BodyTooLarge()
+            raise BodyTooLarge()
         if not response.isclosed():
             # Exactly max_body bytes were asked for and more may follow: make sure of it.
             if response.read(1):
-                raise _BodyTooLarge()
+                raise BodyTooLarge()
         retry_after = parse_retry_after(
             response.headers.get("Retry-After"), self.retry_after_cap, self._wall()
         )
