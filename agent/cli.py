@@ -1,4 +1,4 @@
-"""Command line: ``preempt-agent run | check | simulate | demo``.
+"""Command line: ``preempt-agent run | check | status | simulate | demo``.
 
 Exit codes are in :mod:`agent.exitcodes` and the README.
 """

@@ -114,7 +114,7 @@ class RunEnd:
     exit_code: Optional[int] = None  # None: keep watching
     event: Optional[str] = None  # lifecycle event to apply
     details: dict[str, Any] = field(default_factory=dict)
-    requeue: bool = False  # a resume cut short runs again, first
+    requeue: bool = False  # a run cut short runs again, after the drains that cut it short
     resume: bool = False  # queue the resume phase
     message: str = ""
 
@@ -140,7 +140,7 @@ def run_ended(
             return RunEnd("cancelled", requeue=True, message="runs again after the termination")
         return RunEnd("resumed", event=lc.FORGET if forget else lc.RESUME_DONE)
     if cancelled and not drained:
-        return RunEnd("cancelled", message="what did not finish runs again")
+        return RunEnd("cancelled", requeue=True, message="what did not finish runs again")
     if followed or not notice.terminal:
         return RunEnd("drained")
     end = _settle(notice, confirm_on, stopping, cancelled, confirmation)

@@ -251,22 +251,44 @@ class Daemon:
             self.presence.drop(event_id)
 
     def _pick_up(self) -> None:
-        """Drains and resumes that an earlier process of this boot started and did not end."""
-        for notice, record in self.lifecycle.unfinished():
-            left = record.get("running") or {}
-            if isinstance(left.get("pgid"), int) and kill_leftover(left["pgid"], notice.event_id):
-                LOG.warning("ended what was left of hook %s from before the restart", left["hook"])
-            if record["status"] == lc.RESUMING:
-                LOG.warning(
-                    "running the resume hooks of %s: a restart came before they were over",
-                    notice.event_id,
-                    extra=fields(NOTICE_ID=notice.event_id),
-                )
-                self.runs.resume_later(notice, bool(record.get("forget", True)))
-                continue
+        """Drains and resumes that an earlier process of this boot started and did not end,
+        and terminations drained but not confirmed. Each is tracked from now, reported or
+        not, so that its leaving metadata is seen (watchers soon stop posting empty answers)
+        and its record ends."""
+        now = self.clock.monotonic()
+        left = [(n, r) for n, r in self.lifecycle.unfinished()]
+        if self.config.confirm:
+            left += [
+                (notice, record)
+                for notice, record in self._records()
+                if record["status"] == lc.DRAINED and notice.terminal
+            ]
+        for notice, _ in left:
+            self.presence.track(notice, now)
+        for notice, record in left:
+            self._take_up(notice, record)
+
+    def _records(self) -> list[tuple[Notice, dict[str, Any]]]:
+        return [(Notice.from_dict(r["notice"]), r) for r in self.lifecycle.all().values()]
+
+    def _take_up(self, notice: Notice, record: dict[str, Any]) -> None:
+        event_id = notice.event_id
+        left = record.get("running") or {}
+        if isinstance(left.get("pgid"), int) and kill_leftover(left["pgid"], event_id):
+            LOG.warning("ended what was left of hook %s from before the restart", left["hook"])
+        if record["status"] == lc.RESUMING:
             LOG.warning(
-                "resuming the drain of %s interrupted by a restart",
-                notice.event_id,
-                extra=fields(NOTICE_ID=notice.event_id),
+                "running the resume hooks of %s: a restart came before they were over",
+                event_id,
+                extra=fields(NOTICE_ID=event_id),
             )
-            self._consider(notice)
+            self.runs.resume_later(notice, bool(record.get("forget", True)))
+            return
+        if record["status"] == lc.DRAINED:
+            why = "confirming %s: a restart came after its drain, before its confirmation"
+        else:
+            why = "resuming the drain of %s interrupted by a restart"
+        LOG.warning(why, event_id, extra=fields(NOTICE_ID=event_id))
+        self._consider(notice)
+        if not self.runs.running(event_id) and not self.runs.queued(event_id):
+            self.runs.drain_later(notice)  # another drain runs first: this one after it

@@ -154,6 +154,14 @@ class RunQueue:
             self.presence.drop(notice.event_id)
         self.report.outcome(notice, "withdrawn", self.lifecycle.get(notice.event_id) or {})
 
+    def drain_later(self, notice: Notice) -> None:
+        """A drain to take up once the drains queued before it are over."""
+        self._after_drains(Queued(notice, DRAIN))
+
+    def _after_drains(self, item: Queued) -> None:
+        drains = next((i for i, q in enumerate(self.items) if q.phase != DRAIN), None)
+        self.items.insert(len(self.items) if drains is None else drains, item)
+
     def resume_later(self, notice: Notice, forget: bool) -> None:
         self.items.append(Queued(notice, RESUME, forget))
 
@@ -172,12 +180,11 @@ class RunQueue:
             if item.phase == RESUME and stopping:
                 return  # they wait in the state file (resuming) for the next start
             self.items.popleft()
+            status = self.lifecycle.status(item.notice.event_id)
             if item.phase == RESUME:
                 self._launch(item)
-            elif lc.unfinished(self.lifecycle.status(item.notice.event_id)) or (
-                self.lifecycle.status(item.notice.event_id) is None
-            ):
-                self.drain_now(item.notice)
+            elif d.on_notice(status, item.notice, None, False, self.config.confirm, 0.0) == d.START:
+                self.drain_now(item.notice)  # still owed (not drained or confirmed meanwhile)
 
     def _launch(self, item: Queued) -> None:
         deadline, end = run_window(item.notice, item.phase, self.clock, self.config)
@@ -235,11 +242,8 @@ class RunQueue:
         )
         if end.event is not None:
             self.lifecycle.apply(notice.event_id, end.event, **end.details)
-        if end.requeue:  # first of the resumes, after the drains that cut it short
-            drains = next((i for i, q in enumerate(self.items) if q.phase != DRAIN), None)
-            self.items.insert(
-                len(self.items) if drains is None else drains, Queued(notice, RESUME, run.forget)
-            )
+        if end.requeue:  # after the drains that cut it short, first of the resumes
+            self._after_drains(Queued(notice, run.phase, run.forget))
         if end.resume:
             self.items.append(Queued(notice, RESUME, True))
             self.presence.drop(notice.event_id)

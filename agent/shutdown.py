@@ -43,7 +43,11 @@ def shutdown_notice(
     except Exception as exc:
         LOG.warning("cannot tell whether this stop is an interruption: %s", exc)
     if notice is None and config.drain_on_shutdown:
-        notice = Notice.observed(cloud.name, SHUTDOWN, "shutdown", "local", bound, "", now)
+        # Each stop is its own event: a later stop in this boot runs the hooks again.
+        stop_id = now.strftime("%Y%m%dT%H%M%S")
+        notice = Notice.observed(
+            cloud.name, SHUTDOWN, "shutdown", "local", bound, "", now, cloud_event_id=stop_id
+        )
     if notice is None:
         return None
     if notice.deadline is None or notice.deadline > bound:

@@ -211,8 +211,9 @@ def test_advisory_and_followed_drains_keep_watching() -> None:
     assert ended(notice(), followed=True).exit_code is None
 
 
-def test_a_cancelled_drain_stays_draining_and_a_cancelled_resume_runs_again() -> None:
-    assert ended(notice(), cancelled=True, drained=False).event is None
+def test_a_cancelled_drain_or_resume_stays_unfinished_and_runs_again() -> None:
+    drain = ended(notice(), cancelled=True, drained=False)
+    assert drain.requeue and drain.event is None and drain.exit_code is None
     resume = ended(notice(), "resume", cancelled=True)
     assert resume.requeue and resume.event is None
 

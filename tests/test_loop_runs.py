@@ -308,3 +308,81 @@ def test_drain_on_shutdown_runs_the_shutdown_hooks_on_every_stop(
     h.stop()
     assert h.exit_code() == exitcodes.FINISHED
     assert h.hooks.calls() == ["20-shutdown drain"]
+
+
+# -- records nobody would come back to -------------------------------------------------------
+
+
+def test_a_cancelled_advisory_drain_that_leaves_metadata_is_resumed(
+    harness: Callable[..., Harness],
+) -> None:
+    """A rebalance cut short for a termination, gone by the time the termination is
+    withdrawn: what it drained is resumed, and its record does not stay ``draining``."""
+    h = harness(until_gone)
+    h.hooks.add("10-cordon", kinds=REBALANCE, resume=True)
+    gate = gated(h, "20-slow", REBALANCE, "drain")
+    h.hooks.add("30-terminate")
+    h.start()
+    rebalance = make_notice(REBALANCE_RECOMMENDATION)
+    h.watcher.present = [rebalance]
+    wait_until(lambda: h.hooks.calls()[-1:] == ["20-slow drain"], "the rebalance drain")
+    termination = make_notice()
+    h.watcher.present = [rebalance, termination]  # cancels the rebalance drain
+    wait_until(lambda: h.provider.calls, "the termination drained and confirming")
+    gate.touch()
+    h.watcher.present = []  # both leave: the termination is withdrawn
+    wait_until(lambda: status_of(h, termination) is None, "the termination forgotten")
+    wait_until(lambda: status_of(h, rebalance) is None, "the rebalance resumed and forgotten")
+    assert "10-cordon resume" in h.hooks.calls()
+    assert h.hooks.calls().count("10-cordon drain") == 1, "finished hooks do not run twice"
+    h.stop()
+    assert h.exit_code() == exitcodes.FINISHED
+
+
+def test_a_restart_takes_up_every_unfinished_record_even_unreported(
+    harness: Callable[..., Harness],
+) -> None:
+    """Two advisory drains and an expired rebalance's resume left by a killed process, none
+    of them reported any more: each runs, and each record ends."""
+    h = harness(answer(Verdict.CONFIRMED))
+    h.hooks.add("10-rebalance", kinds=REBALANCE, resume=True)
+    h.hooks.add("20-maintenance", kinds=MAINTENANCE, resume=True)
+    rebalance = make_notice(REBALANCE_RECOMMENDATION)
+    maintenance = make_notice(SCHEDULED_MAINTENANCE, "scripted:i-1:maintenance:ev-1")
+    old = make_notice(REBALANCE_RECOMMENDATION, "scripted:i-1:rebalance:old")
+    for notice in (rebalance, maintenance, old):
+        h.store.apply(notice.event_id, state.START, notice)
+    h.store.apply(old.event_id, state.DRAIN_DONE)
+    h.store.apply(old.event_id, state.WITHDRAW, withdrawn="expired", forget=False)
+    h.start()
+    for notice in (rebalance, maintenance, old):
+        wait_until(lambda n=notice: status_of(h, n) is None, f"{notice.event_id} to end")
+    calls = h.hooks.calls()
+    assert sorted(calls) == [
+        "10-rebalance drain",
+        "10-rebalance resume",
+        "10-rebalance resume",
+        "20-maintenance drain",
+        "20-maintenance resume",
+    ]
+    h.stop()
+    assert h.exit_code() == exitcodes.FINISHED
+
+
+def test_a_restart_confirms_a_drained_termination_whose_notice_has_gone(
+    harness: Callable[..., Harness],
+) -> None:
+    """Killed between drained and confirmed; the interruption was called off meanwhile:
+    the restart asks again, and the resume hooks run instead of the node staying drained."""
+    h = harness(until_gone)
+    h.hooks.add("10-drain", resume=True)
+    termination = make_notice()
+    h.store.apply(termination.event_id, state.START, termination)
+    h.store.hook_result(termination.event_id, "drain", "10-drain", {"outcome": "ok"}, True)
+    h.store.apply(termination.event_id, state.DRAIN_DONE)
+    h.start()
+    wait_until(lambda: status_of(h, termination) is None, "the withdrawn termination forgotten")
+    assert h.hooks.calls() == ["10-drain resume"]
+    assert h.thread.is_alive()
+    h.stop()
+    assert h.exit_code() == exitcodes.FINISHED

@@ -66,6 +66,27 @@ class MetadataProbe:
     """How the evidence names what answered: ``<cloud> <what> <url> answered``."""
 
 
+IDENTITY_KEYS = ("region", "zone", "instance_type")
+"""The keys :meth:`Cloud.identity` may give, in the order webhooks list them."""
+MAX_IDENTITY_VALUE = 128
+"""Longer identity values are dropped: no real region, zone or type comes close."""
+
+
+def identity_values(**values: Optional[str]) -> dict[str, str]:
+    """The identity keys (:data:`IDENTITY_KEYS`) whose values are usable: stripped, non-empty,
+    printable and short. Anything else (None, blank, a control character, a page of HTML
+    from something that is not the metadata service) is left out rather than sent."""
+    found: dict[str, str] = {}
+    for key in IDENTITY_KEYS:
+        value = values.get(key)
+        if not isinstance(value, str):
+            continue
+        value = value.strip()
+        if value and len(value) <= MAX_IDENTITY_VALUE and value.isprintable():
+            found[key] = value
+    return found
+
+
 class Cloud(abc.ABC):
     """One cloud, registered once in :mod:`agent.clouds`."""
 
@@ -108,6 +129,18 @@ class Cloud(abc.ABC):
     def interrupted_now(self, section: Any, clock: Clock, timeout: float) -> Optional[Notice]:
         """Shutdown path: ask once, within ``timeout``, whether a termination is under way."""
         return None
+
+    def identity(self, section: Any, clock: Clock) -> dict[str, str]:
+        """Where and what this instance is, for the fleet's webhooks: some of ``region``,
+        ``zone`` and ``instance_type`` (:data:`IDENTITY_KEYS`), only those the cloud's
+        metadata gives cheaply (a value already read, or one or two short requests).
+
+        Read once, at start, from a background thread after READY: it must never delay a
+        poll or a drain. Never raises (a failure is logged and gives fewer keys, or none);
+        bounded in time by the section's request timeout (a few requests at most). Values go
+        through :func:`identity_values`. The default: nothing known.
+        """
+        return {}
 
     def probe(self, section: Any) -> Optional[MetadataProbe]:
         """The metadata request that tells this cloud apart when DMI has no evidence."""

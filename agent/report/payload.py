@@ -55,10 +55,6 @@ def body(
         "hostname": hostname,
         "agent_version": __version__,
     }
-    for key in ("region", "zone", "instance_type"):  # when the cloud's watcher knows them
-        value = getattr(notice, key, None)
-        if value:
-            doc[key] = value
     if event == "outcome":
         doc["outcome"] = outcome
         doc["hooks"] = hooks or {}

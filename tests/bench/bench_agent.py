@@ -38,9 +38,9 @@ from agent.mock import MockCloud, flavors
 from tests.bench.agentproc import Agent, Setup, wait_for
 
 P99_TARGETS = {"aws": 0.6, "gcp": 0.05, "azure": 1.1}
-"""Notice-to-first-hook p99, seconds (issue 8 for AWS, issue 10 for GCP and Azure)."""
+"""Notice-to-first-hook p99, seconds, at default settings (the README's Benchmarks)."""
 CPU_TARGET = 0.2
-"""Idle CPU, percent of one core (issue 8; the same bound is shown for every cloud)."""
+"""Idle CPU, percent of one core (the same bound is shown for every cloud)."""
 RSS_TARGET_MIB = 30.0
 SETTLE = 2.0
 """Seconds after READY=1 before the idle window opens: the first poll of every watcher."""

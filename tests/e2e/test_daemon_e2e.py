@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import textwrap
@@ -259,3 +260,41 @@ def test_simulate_bounds_hooks_as_the_daemon_does(tmp_path: Path) -> None:
     env = hooks.env("10-drain")
     assert env["PREEMPT_PHASE"] == "resume"
     assert 27 <= int(env["PREEMPT_HOOK_TIMEOUT"]) <= 29, "a resume has max_run_time"
+
+
+# -- a SIGKILL mid-resume ----------------------------------------------------------------------
+
+
+def test_sigkill_during_a_resume_ends_the_left_hook_and_the_restart_finishes_the_resume(
+    aws_imds: mock.MockMetadataServer, hooks: Hooks, start_agent: StartAgent, tmp_path: Path
+) -> None:
+    calls, gate = tmp_path / "calls", tmp_path / "gate"
+    recording(hooks, "10-first", calls, header="# preempt-agent: resume=yes")
+    recording(
+        hooks,
+        "20-stuck",
+        calls,
+        header="# preempt-agent: resume=yes",
+        body=f'[ "$1" = resume ] && while [ ! -e "{gate}" ]; do sleep 0.05; done\nexit 0\n',
+    )
+    agent = start_agent("aws", aws_imds.url, watchers())
+    agent.wait_for_log("watching aws")
+    spot_notice(aws_imds, 60, "hibernate")
+    agent.wait_for_log("the instance hibernates", timeout=15)
+    aws_imds.set(SPOT, None)  # back: the resume starts, last hook first
+    wait_until(lambda: lines(calls)[-1:] == ["20-stuck resume"], 10, "the stuck resume hook")
+    agent.signal(signal.SIGKILL)
+    agent.wait(5)
+    state = json.loads((tmp_path / "state" / "state.json").read_text())
+    (record,) = state["notices"].values()
+    assert record["status"] == "resuming" and record["running"]["hook"] == "20-stuck"
+
+    again = start_agent("aws", aws_imds.url, watchers())
+    again.wait_for_log("ended what was left of hook 20-stuck", timeout=15)
+    wait_until(lambda: lines(calls).count("20-stuck resume") == 2, 10, "20-stuck taken up again")
+    gate.touch()
+    again.wait_for_log("watching again", timeout=15)
+    assert lines(calls)[2:] == ["20-stuck resume", "20-stuck resume", "10-first resume"]
+    state = json.loads((tmp_path / "state" / "state.json").read_text())
+    assert state["notices"] == {}
+    assert again.proc.poll() is None, "it keeps watching"

@@ -1,1 +1,2 @@
-"""Code several clouds share: the EC2-style token flow and path watchers."""
+"""Code several clouds share: bounded metadata HTTP, the EC2-style token flow and path watchers,
+parse helpers."""

@@ -1,6 +1,6 @@
 """AWS EC2: IMDSv2 watchers for spot, rebalance, maintenance and Auto Scaling notices.
 
-Payload shapes and quirks are in the README's AWS section. The parse functions are pure
+Each parse function's docstring gives its payload's shape. They are pure
 (body in, notices out) so every shape, good and bad, is unit-tested without a server.
 """
 

@@ -1,4 +1,4 @@
-"""The Azure Scheduled Events watcher: this VM's events, polled every second.
+"""The Azure Scheduled Events watcher: this VM's events, polled every ``interval`` (1 s).
 
 The first request switches the service on and may take up to two minutes to answer: it
 gets its own long bound and is start-up, not a failure. Events of other VMs in the same
