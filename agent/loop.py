@@ -26,7 +26,7 @@ from agent.hooks.runner import kill_leftover
 from agent.logs import fields
 from agent.notice import Notice
 from agent.presence import Presence
-from agent.report import Reporter
+from agent.report import Reporter, tell_identity
 from agent.runqueue import RunQueue
 from agent.runs import Confirmer, HookSource, Worker, discover_hooks, run_window
 from agent.scheduler import Inbox, Polled, Scheduler
@@ -118,6 +118,7 @@ class Daemon:
         self.notifier.ready(f"watching {self.cloud.name}: {watching}")
         self.report.status(f"watching {self.cloud.name}: {watching}")
         LOG.info("watching %s: %s", self.cloud.name, watching)
+        tell_identity(self.cloud, self.section, self.clock, self.report)  # in the background
         self._pick_up()
         scheduler.start()
         try:

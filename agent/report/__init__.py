@@ -12,9 +12,12 @@ import logging
 from collections.abc import Sequence
 from datetime import datetime
 from pathlib import Path
+from threading import Thread
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:  # pragma: no cover
+    from agent.clock import Clock
+    from agent.clouds.base import Cloud
     from agent.config import Config
     from agent.hooks.runner import HookResult
     from agent.notice import Notice
@@ -33,6 +36,10 @@ class Reporter:
 
     def status(self, text: str) -> None:
         """What the agent is doing, as it tells systemd (STATUS=)."""
+
+    def identity(self, values: dict[str, str]) -> None:
+        """Where and what this instance is (``region``, ``zone``, ``instance_type``, those
+        the cloud gives): told once, soon after start, from a background thread."""
 
     def polled(self, watcher: str, ok: bool) -> None:
         """One poll of ``watcher`` is over; ``ok`` is False when metadata failed to answer."""
@@ -66,6 +73,14 @@ class FanOut(Reporter):
     def status(self, text: str) -> None:
         self._each("status", text)
 
+    def identity(self, values: dict[str, str]) -> None:
+        for sink in self.sinks:  # a sink that has no use for it need not have the method
+            if hasattr(sink, "identity"):
+                try:
+                    sink.identity(dict(values))
+                except Exception:  # a reporting bug must never stop a drain
+                    LOG.exception("%s reporter failed in identity", type(sink).__name__)
+
     def polled(self, watcher: str, ok: bool) -> None:
         self._each("polled", watcher, ok)
 
@@ -80,6 +95,28 @@ class FanOut(Reporter):
 
     def close(self, grace: float) -> None:
         self._each("close", grace)
+
+
+def tell_identity(cloud: Cloud, section: Any, clock: Clock, reporter: Reporter) -> Thread:
+    """Start a daemon thread that asks ``cloud`` for the instance's identity once and tells
+    ``reporter``: nothing waits for it (READY, the polls and drains go on meanwhile), and a
+    failure is logged once. Returns the thread (tests join it)."""
+
+    def run() -> None:
+        try:
+            values = cloud.identity(section, clock)
+            if values:
+                shown = ", ".join(f"{key} {value}" for key, value in values.items())
+                LOG.info("instance identity: %s", shown)
+            else:
+                LOG.info("instance identity: the metadata gives none; webhooks carry hostname")
+            reporter.identity(values)
+        except Exception:  # Cloud.identity never raises; a bug must not kill the agent
+            LOG.exception("reading the instance identity failed; webhooks carry hostname only")
+
+    thread = Thread(target=run, name="identity", daemon=True)
+    thread.start()
+    return thread
 
 
 def build(config: Config, state_dir: Path, cloud: str) -> Reporter:

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any, Optional
 
 from agent import __version__
 from agent.clock import utc_rfc3339
+from agent.clouds.base import IDENTITY_KEYS
 
 if TYPE_CHECKING:  # pragma: no cover
     from agent.notice import Notice
@@ -40,8 +41,11 @@ def body(
     outcome: Optional[str] = None,
     hooks: Optional[dict[str, Any]] = None,
     detail: str = "",
+    identity: Optional[dict[str, str]] = None,
 ) -> dict[str, Any]:
-    """The JSON document of one event (the README lists its keys)."""
+    """The JSON document of one event (the README lists its keys). ``identity`` gives
+    ``region``, ``zone`` and ``instance_type`` when the cloud's metadata told them; a key it
+    lacks is absent from the body, not null."""
     doc: dict[str, Any] = {
         "event": event,
         "provider": notice.provider,
@@ -55,6 +59,10 @@ def body(
         "hostname": hostname,
         "agent_version": __version__,
     }
+    for key in IDENTITY_KEYS:
+        value = (identity or {}).get(key)
+        if value:
+            doc[key] = value
     if event == "outcome":
         doc["outcome"] = outcome
         doc["hooks"] = hooks or {}

@@ -111,6 +111,7 @@ class WebhookReporter:
         self._hostname = socket.gethostname()
         self._deadlines: dict[str, datetime] = {}
         self._results: dict[tuple[str, str], dict[str, Any]] = {}
+        self._identity: dict[str, str] = {}
         self._lock = threading.Lock()
         self.endpoints = [
             Endpoint(i, hook, self._cancel, initial_backoff, monotonic)
@@ -133,10 +134,16 @@ class WebhookReporter:
     def polled(self, watcher: str, ok: bool) -> None:
         pass
 
+    def identity(self, values: dict[str, str]) -> None:
+        """Kept for every body from now on (a notice told before it is sent without)."""
+        with self._lock:
+            self._identity = dict(values)
+
     def notice(self, notice: Notice, deadline: datetime) -> None:
         with self._lock:
             self._deadlines[notice.event_id] = deadline
-        doc = body("notice", notice, deadline, self._now(), self._hostname)
+            identity = self._identity
+        doc = body("notice", notice, deadline, self._now(), self._hostname, identity=identity)
         self._send("notice", notice, deadline, doc)
 
     def hook_result(self, notice: Notice, phase: str, result: HookResult) -> None:
@@ -150,6 +157,7 @@ class WebhookReporter:
             results = {**(recorded if isinstance(recorded, dict) else {})}
             results.update(self._results.get((notice.event_id, phase), {}))
             deadline = self._deadlines.get(notice.event_id, notice.deadline)
+            identity = self._identity
         detail = ""
         for key in ("confirmation", "withdrawn", "detail"):
             if isinstance((record or {}).get(key), str):
@@ -164,6 +172,7 @@ class WebhookReporter:
             outcome=outcome,
             hooks=hooks_table(results),
             detail=detail,
+            identity=identity,
         )
         self._send(outcome, notice, deadline, doc)
 

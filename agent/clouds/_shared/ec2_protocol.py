@@ -8,6 +8,7 @@ parse functions, the way cloud-init's Alibaba source reuses its EC2 one.
 from __future__ import annotations
 
 import logging
+import threading
 from datetime import datetime
 from typing import Any, Callable, ClassVar, Optional, Protocol, TypeVar
 
@@ -65,6 +66,14 @@ class Instance:
         )
         self._cache: dict[str, str] = {}
         self._absent: set[str] = set()
+        self._locks: dict[str, threading.Lock] = {}
+        self._locks_lock = threading.Lock()
+
+    def _lock(self, path: str) -> threading.Lock:
+        """One lock per path: two threads asking for the same value (a watcher and the
+        identity reader) make one request, and neither waits on another path's answer."""
+        with self._locks_lock:
+            return self._locks.setdefault(path, threading.Lock())
 
     def _fetch(self, path: str) -> str:
         body = self.client.get(path)
@@ -75,31 +84,33 @@ class Instance:
 
         Missing or empty raises MetadataError and is not cached: the next poll asks again.
         """
-        value = self._cache.get(path)
-        if value is None:
-            value = self._fetch(path)
-            if not value:
-                raise MetadataError(f"{_name(path)} is empty or missing", answered=True)
-            self._cache[path] = value
-            LOG.info("%s is %s", _name(path), value)
-        return value
+        with self._lock(path):
+            value = self._cache.get(path)
+            if value is None:
+                value = self._fetch(path)
+                if not value:
+                    raise MetadataError(f"{_name(path)} is empty or missing", answered=True)
+                self._cache[path] = value
+                LOG.info("%s is %s", _name(path), value)
+            return value
 
     def read_once_optional(self, path: str) -> Optional[str]:
         """Like :meth:`read_once`, but a 404 or empty body is an answer (None), kept too.
 
         For values the watchers can do without: their absence must not stop polling.
         """
-        if path in self._absent:
-            return None
-        if path not in self._cache:
-            value = self._fetch(path)
-            if not value:
-                LOG.warning("%s is empty or missing; carrying on without it", _name(path))
-                self._absent.add(path)
+        with self._lock(path):
+            if path in self._absent:
                 return None
-            self._cache[path] = value
-            LOG.info("%s is %s", _name(path), value)
-        return self._cache[path]
+            if path not in self._cache:
+                value = self._fetch(path)
+                if not value:
+                    LOG.warning("%s is empty or missing; carrying on without it", _name(path))
+                    self._absent.add(path)
+                    return None
+                self._cache[path] = value
+                LOG.info("%s is %s", _name(path), value)
+            return self._cache[path]
 
     def read_instance_id(self) -> str:
         """The instance id (a request on first call, cached after), with ``also_read``."""

@@ -9,6 +9,7 @@ there only), ``config`` (the ``[alibaba]`` section), ``detect`` (DMI evidence), 
 from __future__ import annotations
 
 import dataclasses
+import logging
 from typing import TYPE_CHECKING, Any, Callable, Optional
 
 from agent.clock import Clock
@@ -16,11 +17,13 @@ from agent.clouds._shared.ec2_protocol import ask_once, reuse
 from agent.clouds._shared.token_client import TOKEN_PATH
 from agent.clouds.alibaba import detect, watchers
 from agent.clouds.alibaba.config import AlibabaConfig
-from agent.clouds.base import Cloud, MetadataProbe, Watcher
+from agent.clouds.base import Cloud, MetadataProbe, Watcher, identity_values
 
 if TYPE_CHECKING:
     from agent.confirmation import Observation
     from agent.notice import Notice
+
+LOG = logging.getLogger(__name__)
 
 PROBE_TTL = "60"
 
@@ -64,6 +67,22 @@ class AlibabaCloud(Cloud):
         quick = dataclasses.replace(section, timeout=max(0.05, timeout / 4))
         paths = [(watchers.TERMINATION_TIME, watchers.parser(section))]
         return ask_once(watchers.Instance(quick, clock), paths)
+
+    def identity(self, section: AlibabaConfig, clock: Clock) -> dict[str, str]:
+        """region-id (cached by the watchers), zone-id and instance/instance-type: at most
+        three GETs (and a token), each read once, through the watchers' client."""
+        instance = reuse(self.instance, section.metadata_url, watchers.Instance)
+        own = instance is None
+        if instance is None:
+            instance = watchers.Instance(section, clock)
+        try:
+            return identity_values(**instance.read_identity())
+        except Exception as exc:  # never raised to the caller
+            LOG.warning("cannot read the instance's identity: %s", exc)
+            return {}
+        finally:
+            if own:
+                instance.client.close()
 
     def probe(self, section: Any) -> Optional[MetadataProbe]:
         url = section.metadata_url.rstrip("/") + TOKEN_PATH

@@ -4,7 +4,14 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from agent.clouds.alibaba.watchers import REGION_ID, TERMINATION_TIME, TOKEN_HEADER, TTL_HEADER
+from agent.clouds.alibaba.watchers import (
+    INSTANCE_TYPE,
+    REGION_ID,
+    TERMINATION_TIME,
+    TOKEN_HEADER,
+    TTL_HEADER,
+    ZONE_ID,
+)
 from agent.mock.flavor import Flavor, MockCloud, rfc3339
 from agent.mock.server import MockMetadataServer
 
@@ -19,6 +26,8 @@ def defaults(
     """Fill in the identity paths the agent reads on an ECS instance."""
     server.set("/latest/meta-data/instance-id", instance_id)
     server.set(REGION_ID, region)
+    server.set(ZONE_ID, f"{region}-b")
+    server.set(INSTANCE_TYPE, "ecs.g6.large")
 
 
 def spot_notice(server: MockMetadataServer, deadline: datetime, at: float) -> str:

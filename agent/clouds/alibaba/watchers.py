@@ -19,6 +19,7 @@ from agent import notice as n
 from agent.clouds._shared import ec2_protocol
 from agent.clouds._shared.ec2_protocol import Parser, PathWatcher
 from agent.clouds._shared.parse import stale
+from agent.clouds._shared.token_client import MetadataError
 from agent.clouds.alibaba.config import AlibabaConfig
 from agent.notice import Notice, parse_rfc3339
 
@@ -28,6 +29,11 @@ NAME = "alibaba"
 TTL_HEADER = "X-aliyun-ecs-metadata-token-ttl-seconds"
 TOKEN_HEADER = "X-aliyun-ecs-metadata-token"  # noqa: S105 - a header name, not a secret
 REGION_ID = "/latest/meta-data/region-id"
+# zone-id and instance-type are Alibaba's documented metadata items, but unverified in the
+# team's reference notes (/work/shared/reference/clouds.md lists region-id only): read for
+# the webhooks' identity only, and their absence is no failure.
+ZONE_ID = "/latest/meta-data/zone-id"
+INSTANCE_TYPE = "/latest/meta-data/instance/instance-type"
 TERMINATION_TIME = "/latest/meta-data/instance/spot/termination-time"
 
 _TIME = re.compile(r"\d{4}-\d\d-\d\d[Tt ]\d\d:\d\d:\d\d(\.\d{1,9})?([Zz]|[+-]\d\d:\d\d)?", re.ASCII)
@@ -84,6 +90,20 @@ class Instance(ec2_protocol.Instance):
     def read_region_id(self) -> Optional[str]:
         """The region (``cn-hangzhou``); None if the service has none to give."""
         return self.read_once_optional(REGION_ID)
+
+    def read_identity(self) -> dict[str, Optional[str]]:
+        """Region, zone and instance type, each read once (the region is usually cached by
+        then); stops at the first transient failure with what it has: the service is
+        rate-limited, and a failing one fails the next path too."""
+        found: dict[str, Optional[str]] = {}
+        paths = (("region", REGION_ID), ("zone", ZONE_ID), ("instance_type", INSTANCE_TYPE))
+        for key, path in paths:
+            try:
+                found[key] = self.read_once_optional(path)
+            except MetadataError as exc:
+                LOG.warning("cannot read %s: %s", path.rsplit("/", 1)[-1], exc)
+                break
+        return found
 
 
 def parser(section: AlibabaConfig) -> Parser:

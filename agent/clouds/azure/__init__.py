@@ -20,8 +20,8 @@ from agent.clock import Clock
 from agent.clouds._shared.token_client import MetadataError
 from agent.clouds.azure import detect, parse, watchers
 from agent.clouds.azure.config import AzureConfig
-from agent.clouds.azure.metadata import EVENTS, AzureMetadata
-from agent.clouds.base import Cloud, Watcher
+from agent.clouds.azure.metadata import COMPUTE, EVENTS, AzureMetadata
+from agent.clouds.base import Cloud, Watcher, identity_values
 from agent.notice import TERMINAL_KINDS
 
 if TYPE_CHECKING:
@@ -45,6 +45,22 @@ class AzureCloud(Cloud):
             return []
         self.watcher = watchers.EventsWatcher(section, clock)
         return [self.watcher]
+
+    def identity(self, section: AzureConfig, clock: Clock) -> dict[str, str]:
+        """``location``, ``zone`` and ``vmSize`` from the compute document: one GET on a
+        client of its own (the watcher's is busy polling every second)."""
+        client = AzureMetadata(section.metadata_url, section.timeout)
+        try:
+            body = client.get(COMPUTE)
+            if body is None:
+                LOG.warning("no compute document: webhooks go without region and zone")
+                return {}
+            return identity_values(**parse.parse_compute(body))
+        except Exception as exc:  # MetadataError, ValueError: never raised to the caller
+            LOG.warning("cannot read the VM's compute document: %s", exc)
+            return {}
+        finally:
+            client.close()
 
     def interrupted_now(
         self, section: AzureConfig, clock: Clock, timeout: float

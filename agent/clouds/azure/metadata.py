@@ -20,6 +20,10 @@ LOG = logging.getLogger(__name__)
 HEADERS = {"Metadata": "true"}
 EVENTS = "/metadata/scheduledevents?api-version=2020-07-01"
 VM_NAME = "/metadata/instance/compute/name?api-version=2021-02-01&format=text"
+COMPUTE = "/metadata/instance/compute?api-version=2021-02-01"
+"""The VM's compute document (JSON: ``location``, ``zone``, ``vmSize``, ...). Microsoft
+documents it; the team's reference notes (/work/shared/reference/clouds.md) only name
+``compute/name`` and a few siblings, so these three keys are unverified there."""
 MAX_DOCUMENT = 512 * 1024
 """A scale set's document lists its neighbours' events too, each with every VM it touches."""
 MAX_ANSWER = 4096

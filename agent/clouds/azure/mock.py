@@ -26,6 +26,7 @@ from agent.mock.server import MockMetadataServer
 
 EVENTS_PATH = "/metadata/scheduledevents"
 NAME_PATH = "/metadata/instance/compute/name"
+COMPUTE_PATH = "/metadata/instance/compute"
 MISSING_HEADER = {"error": "Bad request. Required metadata header not specified"}
 MISSING_VERSION = {
     "error": "Bad request. api-version was not specified in the request. For more "
@@ -177,8 +178,17 @@ class AzureMockServer(MockMetadataServer):
 def defaults(
     server: MockMetadataServer, instance_id: str = "spot-vm-1", region: Optional[str] = None
 ) -> None:
-    """Fill in this VM's name; the events document starts empty."""
+    """Fill in this VM's name and compute document; the events document starts empty."""
     server.set(NAME_PATH, instance_id)
+    compute = {
+        "name": instance_id,
+        "location": region or "eastus",
+        "zone": "1",
+        "vmSize": "Standard_D2s_v3",
+        "priority": "Spot",
+        "evictionPolicy": "Delete",
+    }
+    server.set(COMPUTE_PATH, json.dumps(compute))
     if isinstance(server, AzureMockServer):
         server.vm_name = instance_id
 

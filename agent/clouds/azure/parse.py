@@ -51,6 +51,24 @@ class Event:
     raw: str
 
 
+def parse_compute(body: str) -> dict[str, Optional[str]]:
+    """The compute document's region (``location``), ``zone`` (``"1"``, or blank outside an
+    availability zone) and size (``vmSize``); a key that is absent or not a string is None.
+    ValueError for a body that is not a JSON object."""
+    try:
+        data = json.loads(body)
+    except ValueError:
+        raise ValueError(f"compute document is not JSON: {body[:80]!r}") from None
+    if not isinstance(data, dict):
+        raise ValueError("compute document is not an object")
+
+    def text(key: str) -> Optional[str]:
+        value = data.get(key)
+        return value if isinstance(value, str) else None
+
+    return {"region": text("location"), "zone": text("zone"), "instance_type": text("vmSize")}
+
+
 def parse_not_before(text: Any) -> Optional[datetime]:
     """``Mon, 19 Sep 2016 18:29:47 GMT`` (RFC 1123) as aware UTC; None when blank or bad."""
     if not isinstance(text, str) or not text.strip():

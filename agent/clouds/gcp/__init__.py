@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Optional
 
 from agent.clock import Clock
 from agent.clouds._shared.token_client import MetadataError
-from agent.clouds.base import Cloud, Watcher
+from agent.clouds.base import Cloud, Watcher, identity_values
 from agent.clouds.gcp import detect, parse, watchers
 from agent.clouds.gcp.config import GcpConfig
 from agent.clouds.gcp.metadata import GcpMetadata
@@ -38,12 +38,31 @@ class GcpCloud(Cloud):
     mock_module = "agent.clouds.gcp.mock"
 
     def __init__(self) -> None:
-        self.identity: Optional[watchers.Identity] = None
+        self.identity_source: Optional[watchers.Identity] = None
         """The watchers' identity, so the shutdown path reuses the id they read."""
 
     def watchers(self, section: GcpConfig, clock: Clock) -> list[Watcher]:
-        identity = self.identity = watchers.Identity(section.metadata_url, section.timeout)
+        identity = self.identity_source = watchers.Identity(section.metadata_url, section.timeout)
         return watchers.build(section, clock, identity)
+
+    def identity(self, section: GcpConfig, clock: Clock) -> dict[str, str]:
+        """Zone (``instance/zone``, often read by the watchers already), its region, and the
+        machine type (``instance/machine-type``): two plain GETs at most."""
+        identity = self.identity_source
+        own = identity is None or identity.base_url != section.metadata_url.rstrip("/")
+        if identity is None or own:
+            identity = watchers.Identity(section.metadata_url, section.timeout)
+        try:
+            zone, machine_type = identity.placement(section.timeout)
+        except Exception as exc:  # MetadataError, ValueError: never raised to the caller
+            LOG.warning("cannot read the instance's zone and machine type: %s", exc)
+            zone, machine_type = identity.zone, None
+        finally:
+            if own:
+                identity.close()
+        return identity_values(
+            region=parse.region_of(zone) if zone else None, zone=zone, instance_type=machine_type
+        )
 
     def interrupted_now(self, section: GcpConfig, clock: Clock, timeout: float) -> Optional[Notice]:
         """``preempted`` once, then the instance id (cached if the watchers read it)."""
@@ -53,7 +72,7 @@ class GcpCloud(Cloud):
             value = client.get(watchers.PREEMPTED, timeout=max(0.05, timeout * 0.6))
             if value is None or not parse.parse_preempted(value.body):
                 return None
-            identity = self.identity
+            identity = self.identity_source
             if identity is None or identity.base_url != client.base_url:
                 identity = watchers.Identity(section.metadata_url, section.timeout)
             try:

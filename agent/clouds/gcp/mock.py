@@ -21,6 +21,7 @@ from agent.clouds.gcp.watchers import (
     INSTANCE_ID,
     INSTANCE_NAME,
     INSTANCE_ZONE,
+    MACHINE_TYPE,
     MAINTENANCE_EVENT,
     PREEMPTED,
 )
@@ -140,6 +141,7 @@ def defaults(
     server.set(PREFIX + INSTANCE_ID, instance_id)
     server.set(PREFIX + INSTANCE_NAME, name)
     server.set(PREFIX + INSTANCE_ZONE, f"projects/123456789012/zones/{zone}")
+    server.set(PREFIX + MACHINE_TYPE, "projects/123456789012/machineTypes/e2-medium")
     server.set(PREEMPTED_PATH, "FALSE")
     server.set(MAINTENANCE_PATH, "NONE")
 

@@ -29,6 +29,7 @@ KNOWN_MAINTENANCE = (
 _WORD = re.compile(r"[A-Z][A-Z0-9_]{0,63}")
 _ID = re.compile(r"[0-9]{1,24}")
 _ZONE = re.compile(r"(?:projects/[^/\s]{1,64}/zones/)?([a-z][a-z0-9-]{0,62})")
+_MACHINE_TYPE = re.compile(r"(?:projects/[^/\s]{1,64}/machineTypes/)?([a-z][a-z0-9-]{0,62})")
 
 
 def _short(body: str) -> str:
@@ -71,6 +72,20 @@ def parse_zone(body: str) -> str:
     match = _ZONE.fullmatch(body.strip())
     if match is None:
         raise ValueError(f"instance/zone is not a zone: {_short(body)}")
+    return match.group(1)
+
+
+def region_of(zone: str) -> str:
+    """``us-central1-a`` into ``us-central1``: a zone is its region plus ``-`` and a letter."""
+    region, dash, _ = zone.rpartition("-")
+    return region if dash and region else ""
+
+
+def parse_machine_type(body: str) -> str:
+    """``projects/123/machineTypes/e2-medium`` into ``e2-medium``; ValueError otherwise."""
+    match = _MACHINE_TYPE.fullmatch(body.strip())
+    if match is None:
+        raise ValueError(f"instance/machine-type is not a machine type: {_short(body)}")
     return match.group(1)
 
 

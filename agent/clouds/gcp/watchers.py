@@ -29,6 +29,9 @@ MAINTENANCE_EVENT = "instance/maintenance-event"
 INSTANCE_ID = "instance/id"
 INSTANCE_NAME = "instance/name"
 INSTANCE_ZONE = "instance/zone"
+MACHINE_TYPE = "instance/machine-type"
+"""``projects/NUMBER/machineTypes/TYPE``: Google documents it, but it is unverified in the
+team's reference notes (/work/shared/reference/clouds.md lists id, name and zone only)."""
 MIN_SPACING = 1.0
 """An answer that came back sooner than this without a change delays the next request to
 this spacing: a server (or a key that is absent) that does not hold requests must not be
@@ -68,12 +71,23 @@ class Identity:
         """Name and zone are for the log only: their absence never stops watching."""
         try:
             name = self._client.get(INSTANCE_NAME)
-            zone = self._client.get(INSTANCE_ZONE)
             self.name = name.body.strip()[:64] if name else None
-            self.zone = parse.parse_zone(zone.body) if zone else None
+            if self.zone is None:  # unless :meth:`placement` has read it already
+                zone = self._client.get(INSTANCE_ZONE)
+                self.zone = parse.parse_zone(zone.body) if zone else None
         except (MetadataError, ValueError) as exc:
             LOG.warning("cannot read the instance's name and zone: %s", exc)
         LOG.info("GCP instance %s (%s) in %s", self._id, self.name or "?", self.zone or "?")
+
+    def placement(self, timeout: float) -> tuple[Optional[str], Optional[str]]:
+        """The zone (as the watchers read it, or one GET) and the machine type (one GET),
+        each request bounded by ``timeout``. Not under the id's lock: a slow answer here
+        must never hold up a watcher's first poll. Raises MetadataError or ValueError."""
+        if self.zone is None:
+            zone = self._client.get(INSTANCE_ZONE, timeout=timeout)
+            self.zone = parse.parse_zone(zone.body) if zone else None
+        machine = self._client.get(MACHINE_TYPE, timeout=timeout)
+        return self.zone, parse.parse_machine_type(machine.body) if machine else None
 
     def close(self) -> None:
         self._client.close()

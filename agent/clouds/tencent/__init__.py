@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Optional
 
 from agent.clock import Clock
 from agent.clouds._shared.token_client import MetadataError
-from agent.clouds.base import Cloud, Watcher
+from agent.clouds.base import Cloud, Watcher, identity_values
 from agent.clouds.tencent import detect, parse, watchers
 from agent.clouds.tencent.config import TencentConfig
 
@@ -38,6 +38,29 @@ class TencentCloud(Cloud):
             return []
         client = self.client = watchers.TencentMetadata(section.metadata_url, section.timeout)
         return [watchers.SpotWatcher(section, clock, client)]
+
+    def identity(self, section: TencentConfig, clock: Clock) -> dict[str, str]:
+        """``placement/region``, ``placement/zone`` and ``instance/instance-type``: three
+        plain GETs, each bounded by the section's timeout; stops at the first failure."""
+        known = self.client
+        same = known is not None and known.base_url == section.metadata_url.rstrip("/")
+        client = known if same and known is not None else None
+        if client is None:
+            client = watchers.TencentMetadata(section.metadata_url, section.timeout)
+        found: dict[str, Optional[str]] = {}
+        try:
+            for key, path in (
+                ("region", watchers.PLACEMENT_REGION),
+                ("zone", watchers.PLACEMENT_ZONE),
+                ("instance_type", watchers.INSTANCE_TYPE),
+            ):
+                found[key] = client.get(path, timeout=section.timeout)
+        except Exception as exc:  # MetadataError: never raised to the caller
+            LOG.warning("cannot read the instance's placement: %s", exc)
+        finally:
+            if not same:
+                client.close()
+        return identity_values(**found)
 
     def interrupted_now(
         self, section: TencentConfig, clock: Clock, timeout: float

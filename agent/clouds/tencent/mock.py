@@ -6,7 +6,13 @@ from datetime import datetime, timezone
 from typing import Optional
 
 from agent.clouds.tencent.parse import CST
-from agent.clouds.tencent.watchers import INSTANCE_ID, TERMINATION_TIME
+from agent.clouds.tencent.watchers import (
+    INSTANCE_ID,
+    INSTANCE_TYPE,
+    PLACEMENT_REGION,
+    PLACEMENT_ZONE,
+    TERMINATION_TIME,
+)
 from agent.mock.flavor import Flavor, MockCloud
 from agent.mock.server import MockMetadataServer
 
@@ -23,9 +29,12 @@ def termination_time(when: datetime) -> str:
 def defaults(
     server: MockMetadataServer, instance_id: str = "ins-r8hr2upy", region: Optional[str] = None
 ) -> None:
-    """Fill in the instance id (and the region, as the service has it)."""
+    """Fill in the instance id, and the placement and type, as the service has them."""
+    region = region or "ap-guangzhou"
     server.set(INSTANCE_ID, instance_id)
-    server.set("/latest/meta-data/placement/region", region or "ap-guangzhou")
+    server.set(PLACEMENT_REGION, region)
+    server.set(PLACEMENT_ZONE, f"{region}-3")
+    server.set(INSTANCE_TYPE, "SA2.MEDIUM2")
 
 
 def spot_notice(server: MockMetadataServer, deadline: datetime, at: float) -> str:

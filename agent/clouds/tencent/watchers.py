@@ -21,6 +21,12 @@ LOG = logging.getLogger(__name__)
 
 INSTANCE_ID = "/latest/meta-data/instance-id"
 TERMINATION_TIME = "/latest/meta-data/spot/termination-time"
+# Tencent's documented placement and type items; unverified in the team's reference notes
+# (/work/shared/reference/clouds.md lists termination-time and instance-id only). Read once,
+# for the webhooks' identity; their absence is no failure.
+PLACEMENT_REGION = "/latest/meta-data/placement/region"
+PLACEMENT_ZONE = "/latest/meta-data/placement/zone"
+INSTANCE_TYPE = "/latest/meta-data/instance/instance-type"
 
 
 class TencentMetadata:
