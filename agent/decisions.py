@@ -164,11 +164,21 @@ def _settle(
     found: Optional[Confirmation],
 ) -> RunEnd:
     if not confirm_on:
-        return RunEnd("drained", exitcodes.FINISHED, message="confirmation is off")
+        return RunEnd(
+            "drained",
+            exitcodes.FINISHED,
+            lc.UNANSWERED,
+            {"confirmation": "confirmation is off"},
+            message="confirmation is off",
+        )
     if stopping and cancelled and (found is None or found.verdict is Verdict.UNKNOWN):
-        return RunEnd("stopped", exitcodes.FINISHED, message="stopped while confirming")
+        detail = {"confirmation": "stopped while confirming"}
+        return RunEnd("stopped", exitcodes.FINISHED, lc.UNANSWERED, detail)
     if found is None:
-        return RunEnd("drained", exitcodes.FINISHED, message="cannot be confirmed")
+        detail = {"confirmation": "cannot be confirmed"}
+        return RunEnd(
+            "drained", exitcodes.FINISHED, lc.UNANSWERED, detail, message=detail["confirmation"]
+        )
     if found.verdict is Verdict.CONFIRMED:
         return RunEnd("confirmed", exitcodes.FINISHED, lc.CONFIRM, {"confirmation": found.detail})
     if found.verdict is Verdict.WITHDRAWN:

@@ -45,6 +45,7 @@ CONFIRM = "confirmed"
 NOT_CONFIRM = "not-confirmed"
 WITHDRAW = "withdraw"
 RESUME_DONE = "resumed"
+UNANSWERED = "unanswered"  # the run ended without the API's answer: not confirmed again
 FORGET = "forget"
 
 UNKNOWN = "unknown"
@@ -58,6 +59,7 @@ TRANSITIONS: dict[tuple[Optional[str], str], Optional[str]] = {
     (DRAINING, DRAIN_DONE): DRAINED,
     (DRAINED, CONFIRM): CONFIRMED,
     (DRAINED, NOT_CONFIRM): NOT_CONFIRMED,
+    (DRAINED, UNANSWERED): DRAINED,  # confirmation off, impossible, or cut short by a stop
     (DRAINED, WITHDRAW): RESUMING,
     (CONFIRMED, WITHDRAW): RESUMING,  # back from hibernation
     (NOT_CONFIRMED, WITHDRAW): RESUMING,

@@ -262,7 +262,9 @@ class Daemon:
             left += [
                 (notice, record)
                 for notice, record in self._records()
-                if record["status"] == lc.DRAINED and notice.terminal
+                if record["status"] == lc.DRAINED
+                and notice.terminal
+                and "confirmation" not in record  # a crash came between drain and answer
             ]
         for notice, _ in left:
             self.presence.track(notice, now)

@@ -187,14 +187,15 @@ def test_a_terminations_confirmation_settles_it(
 
 
 def test_without_confirmation_the_notice_alone_ends_the_run() -> None:
-    assert ended(notice(), confirm_on=False).exit_code == exitcodes.FINISHED
-    assert ended(notice(), confirmation=None).exit_code == exitcodes.FINISHED
+    for end in (ended(notice(), confirm_on=False), ended(notice(), confirmation=None)):
+        assert end.exit_code == exitcodes.FINISHED
+        assert end.event == lc.UNANSWERED, "recorded, so a restart does not ask again"
 
 
 def test_a_stop_during_confirmation_exits_0_without_an_answer() -> None:
     unknown = Confirmation(Verdict.UNKNOWN, "cancelled")
     end = ended(notice(), stopping=True, cancelled=True, confirmation=unknown)
-    assert (end.outcome, end.exit_code, end.event) == ("stopped", exitcodes.FINISHED, None)
+    assert (end.outcome, end.exit_code, end.event) == ("stopped", exitcodes.FINISHED, lc.UNANSWERED)
 
 
 def test_a_hibernating_instance_keeps_watching_unless_stopped() -> None:

@@ -386,3 +386,24 @@ def test_a_restart_confirms_a_drained_termination_whose_notice_has_gone(
     assert h.thread.is_alive()
     h.stop()
     assert h.exit_code() == exitcodes.FINISHED
+
+
+def test_a_restart_after_a_run_that_ended_unconfirmed_keeps_watching(
+    harness: Callable[..., Harness],
+) -> None:
+    first = harness(lambda **kw: None)  # this cloud cannot confirm: the notice ends the run
+    first.hooks.add("10-drain")
+    first.start()
+    first.watcher.present = [make_notice()]
+    assert first.exit_code() == exitcodes.FINISHED
+    assert first.status() == state.DRAINED
+
+    second = harness(lambda **kw: None)  # restarted in the same boot; the notice has gone
+    second.hooks.hooks = list(first.hooks.hooks)
+    second.start()
+    polls = second.watcher.polls
+    wait_until(lambda: second.watcher.polls >= polls + 5, "a few polls")
+    assert second.thread.is_alive(), "nothing to take up: the run had ended"
+    assert second.hooks.calls() == ["10-drain drain"]
+    second.stop()
+    assert second.exit_code() == exitcodes.FINISHED
