@@ -30,6 +30,8 @@ WITHDRAW = "withdraw"
 FORGET = "forget"
 WAIT = "wait"  # decide once the run is over; keep tracking it
 UNTRACK = "untrack"
+BACK = "back from hibernation"
+"""Why a settled termination's notice left: the instance is back (its outcome: resumed)."""
 
 
 @dataclass(frozen=True)
@@ -53,10 +55,9 @@ def on_notice(
     end_if_started: float,
 ) -> str:
     """A notice present in metadata: START, CANCEL_FOR, BRING_FORWARD, KNOWN or IGNORE."""
-    reconfirm = status == lc.DRAINED and notice.terminal and confirm_on
-    drainable = status is None or status == lc.DRAINING or lc.status_key(status) == lc.UNKNOWN
-    if not (drainable or reconfirm):
+    if not owed(status, notice, confirm_on):
         return KNOWN
+    reconfirm = status == lc.DRAINED
     if queued:
         return IGNORE
     if running is None:
@@ -72,6 +73,13 @@ def on_notice(
     return IGNORE  # the first deadline comes first: its confirmation decides
 
 
+def owed(status: Optional[str], notice: Notice, confirm_on: bool) -> bool:
+    """Whether a drain of ``notice`` is still owed: never started, not finished (or of a
+    status a newer version wrote), or a termination drained and not yet confirmed."""
+    drainable = status is None or status == lc.DRAINING or lc.status_key(status) == lc.UNKNOWN
+    return drainable or (status == lc.DRAINED and notice.terminal and confirm_on)
+
+
 def on_gone(
     status: Optional[str], notice: Notice, busy: bool, resume_queued: bool
 ) -> tuple[str, str]:
@@ -82,7 +90,7 @@ def on_gone(
     if back or (status == lc.DRAINED and not notice.terminal):
         if busy:
             return WAIT, ""
-        return WITHDRAW, "back from hibernation" if back else "withdrawn"
+        return WITHDRAW, BACK if back else "withdrawn"
     if status == lc.WITHDRAWN:
         return FORGET, ""
     if status is not None and (lc.unfinished(status) or status in lc.SETTLED):

@@ -136,14 +136,18 @@ class Lifecycle:
         with self._lock:
             return copy.deepcopy(self._records)
 
-    def unfinished(self) -> list[tuple[Notice, dict[str, Any]]]:
-        """Notices whose drain or resume an earlier process of this boot did not finish."""
+    def unfinished(self, reconfirm: bool = False) -> list[tuple[Notice, dict[str, Any]]]:
+        """Notices whose drain or resume an earlier process of this boot did not finish;
+        with ``reconfirm``, also terminations drained when a crash came before the API's
+        answer (a run that ended without one says so: ``unanswered``)."""
         with self._lock:
-            return [
-                (Notice.from_dict(r["notice"]), copy.deepcopy(r))
-                for r in self._records.values()
-                if unfinished(r["status"])
-            ]
+            found = []
+            for record in self._records.values():
+                notice = Notice.from_dict(record["notice"])
+                unanswered = record["status"] == DRAINED and "confirmation" not in record
+                if unfinished(record["status"]) or (reconfirm and notice.terminal and unanswered):
+                    found.append((notice, copy.deepcopy(record)))
+            return found
 
     def finished_hooks(self, event_id: str, phase: str) -> set[str]:
         with self._lock:

@@ -183,8 +183,9 @@ class Daemon:
             return False
         self._asked_at_stop = True
         notice = shutdown_notice(self.cloud, self.section, self.config, self.clock, self.lifecycle)
-        status = self.lifecycle.status(notice.event_id) if notice else None
-        if notice is None or d.on_notice(status, notice, None, False, True, 0.0) != d.START:
+        if notice is None:
+            return False
+        if not d.owed(self.lifecycle.status(notice.event_id), notice, self.config.confirm):
             return False
         self.runs.drain_now(notice)
         self._status(self.runs.progress(self.stopping))
@@ -241,7 +242,7 @@ class Daemon:
         status = self.lifecycle.status(event_id)
         what, why = d.on_gone(status, notice, self.runs.busy(), self.runs.queued(event_id))
         if what == d.WITHDRAW:
-            outcome = "resumed" if why.startswith("back") else why
+            outcome = "resumed" if why == d.BACK else why
             why = f"it has left the metadata service: {why}"
             self.runs.withdraw(notice, why, forget=True, outcome=outcome)
         elif what == d.FORGET:
@@ -257,22 +258,11 @@ class Daemon:
         not, so that its leaving metadata is seen (watchers soon stop posting empty answers)
         and its record ends."""
         now = self.clock.monotonic()
-        left = [(n, r) for n, r in self.lifecycle.unfinished()]
-        if self.config.confirm:
-            left += [
-                (notice, record)
-                for notice, record in self._records()
-                if record["status"] == lc.DRAINED
-                and notice.terminal
-                and "confirmation" not in record  # a crash came between drain and answer
-            ]
+        left = self.lifecycle.unfinished(reconfirm=self.config.confirm)
         for notice, _ in left:
             self.presence.track(notice, now)
         for notice, record in left:
             self._take_up(notice, record)
-
-    def _records(self) -> list[tuple[Notice, dict[str, Any]]]:
-        return [(Notice.from_dict(r["notice"]), r) for r in self.lifecycle.all().values()]
 
     def _take_up(self, notice: Notice, record: dict[str, Any]) -> None:
         event_id = notice.event_id

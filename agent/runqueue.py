@@ -183,8 +183,8 @@ class RunQueue:
             status = self.lifecycle.status(item.notice.event_id)
             if item.phase == RESUME:
                 self._launch(item)
-            elif d.on_notice(status, item.notice, None, False, self.config.confirm, 0.0) == d.START:
-                self.drain_now(item.notice)  # still owed (not drained or confirmed meanwhile)
+            elif d.owed(status, item.notice, self.config.confirm):
+                self.drain_now(item.notice)  # not drained or confirmed meanwhile
 
     def _launch(self, item: Queued) -> None:
         deadline, end = run_window(item.notice, item.phase, self.clock, self.config)
