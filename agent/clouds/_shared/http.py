@@ -62,9 +62,23 @@ _FAILED_REUSE = (
 """What a kept-alive connection the server closed while idle looks like: retried once."""
 
 
-class RequestError(Exception):
+class MetadataError(Exception):
+    """A transient failure: the caller backs off and polls again; it never ends the daemon."""
+
+    def __init__(
+        self, message: str, retry_after: Optional[float] = None, *, answered: bool = False
+    ) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+        self.answered = answered
+        """True when the service answered for the path itself (a status, an empty body),
+        as opposed to a token or transport failure that every other path shares."""
+
+
+class RequestError(MetadataError):
     """The request failed; ``kind`` says how (``connect``, ``timeout``, ``redirect``,
-    ``too-large``, ``encoding``, ``protocol``). The text never carries a header value."""
+    ``too-large``, ``encoding``, ``protocol``). The text never carries a header value.
+    A metadata failure like any other: callers need not translate it."""
 
     def __init__(self, message: str, kind: str) -> None:
         super().__init__(message)

@@ -13,7 +13,14 @@ import threading
 from typing import Optional
 
 from agent.clock import Clock
-from agent.clouds._shared.http import DEFAULT_RETRY_AFTER_CAP, HttpClient, RequestError, Response
+from agent.clouds._shared.http import (
+    DEFAULT_RETRY_AFTER_CAP,
+    HttpClient,
+    MetadataError,
+    Response,
+)
+
+__all__ = ["TOKEN_PATH", "MetadataClient", "MetadataError"]
 
 LOG = logging.getLogger(__name__)
 
@@ -21,19 +28,6 @@ TOKEN_PATH = "/latest/api/token"  # noqa: S105 - a path, not a secret
 TOKENLESS_STATUSES = frozenset({403, 404, 405})
 _TOKEN = re.compile(r"[\x21-\x7e]{1,4096}")
 """A token goes back in a header: visible ASCII only, bounded."""
-
-
-class MetadataError(Exception):
-    """A transient failure: the caller backs off and polls again; it never ends the daemon."""
-
-    def __init__(
-        self, message: str, retry_after: Optional[float] = None, *, answered: bool = False
-    ) -> None:
-        super().__init__(message)
-        self.retry_after = retry_after
-        self.answered = answered
-        """True when the service answered for the path itself (a status, an empty body),
-        as opposed to a token or transport failure that every other path shares."""
 
 
 class MetadataClient:
@@ -76,11 +70,9 @@ class MetadataClient:
         self._http.close()
 
     def _request(self, method: str, path: str, headers: dict[str, str]) -> Response:
-        try:
-            return self._http.request(method, path, headers)
-        except RequestError as exc:
-            # The text names the method and path, never a header, so no token can leak here.
-            raise MetadataError(str(exc)) from None
+        # A failure is a MetadataError whose text names the method and path, never a header,
+        # so no token can leak through it.
+        return self._http.request(method, path, headers)
 
     def _token_value(self) -> Optional[str]:
         with self._lock:

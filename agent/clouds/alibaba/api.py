@@ -24,7 +24,7 @@ from typing import Any, Optional
 from urllib.parse import quote
 
 from agent.clock import Clock
-from agent.clouds._shared.token_client import MetadataError
+from agent.clouds._shared.http import MetadataError
 from agent.clouds.alibaba import watchers as alibaba
 from agent.clouds.alibaba.config import AlibabaConfig
 from agent.confirmation import Look, Observation, Transient, Unusable

@@ -18,8 +18,8 @@ from typing import Optional
 from agent import notice as n
 from agent.clouds._shared import ec2_protocol
 from agent.clouds._shared.ec2_protocol import Parser, PathWatcher
+from agent.clouds._shared.http import MetadataError
 from agent.clouds._shared.parse import stale
-from agent.clouds._shared.token_client import MetadataError
 from agent.clouds.alibaba.config import AlibabaConfig
 from agent.notice import Notice, parse_rfc3339
 

@@ -19,7 +19,7 @@ import urllib.parse
 from typing import Any, Optional
 
 from agent.clock import Clock
-from agent.clouds._shared.token_client import MetadataError
+from agent.clouds._shared.http import MetadataError
 from agent.clouds.aws import watchers as aws
 from agent.clouds.aws.config import AwsConfig
 from agent.confirmation import Look, Observation, Transient, Unusable

@@ -17,7 +17,7 @@ import time
 from typing import TYPE_CHECKING, Optional
 
 from agent.clock import Clock
-from agent.clouds._shared.token_client import MetadataError
+from agent.clouds._shared.http import MetadataError
 from agent.clouds.azure import detect, parse, watchers
 from agent.clouds.azure.config import AzureConfig
 from agent.clouds.azure.metadata import COMPUTE, EVENTS, AzureMetadata

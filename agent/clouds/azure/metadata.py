@@ -12,8 +12,7 @@ import logging
 from typing import Optional
 from urllib.parse import urlsplit
 
-from agent.clouds._shared.http import HttpClient, RequestError, parse_retry_after
-from agent.clouds._shared.token_client import MetadataError
+from agent.clouds._shared.http import HttpClient, MetadataError, parse_retry_after
 
 LOG = logging.getLogger(__name__)
 
@@ -81,10 +80,7 @@ class AzureMetadata:
         self, method: str, path: str, timeout: Optional[float]
     ) -> tuple[int, str, Optional[float]]:
         bound = max(0.05, self.timeout if timeout is None else timeout)
-        try:
-            response = self._http.request(method, path, HEADERS, timeout=bound)
-        except RequestError as exc:
-            raise MetadataError(str(exc)) from None
+        response = self._http.request(method, path, HEADERS, timeout=bound)
         return response.status, response.text, response.retry_after
 
 

@@ -14,7 +14,7 @@ from datetime import datetime
 from typing import Optional
 
 from agent.clock import Clock
-from agent.clouds._shared.token_client import MetadataError
+from agent.clouds._shared.http import MetadataError
 from agent.clouds.azure import parse
 from agent.clouds.azure.config import AzureConfig
 from agent.clouds.azure.metadata import EVENTS, VM_NAME, AzureMetadata

@@ -15,8 +15,7 @@ from dataclasses import dataclass
 from typing import Optional
 from urllib.parse import quote
 
-from agent.clouds._shared.http import HttpClient, RequestError
-from agent.clouds._shared.token_client import MetadataError
+from agent.clouds._shared.http import HttpClient, MetadataError
 
 LOG = logging.getLogger(__name__)
 
@@ -73,12 +72,9 @@ class GcpMetadata:
             bound = wait_seconds + HANG_MARGIN
         else:
             bound = timeout if timeout is not None else self.timeout
-        try:
-            response = self._http.request(
-                "GET", path, {FLAVOR_HEADER: FLAVOR}, timeout=max(0.05, bound)
-            )
-        except RequestError as exc:
-            raise MetadataError(str(exc)) from None
+        response = self._http.request(
+            "GET", path, {FLAVOR_HEADER: FLAVOR}, timeout=max(0.05, bound)
+        )
         if response.headers.get(FLAVOR_HEADER, "").strip() != FLAVOR:
             raise MetadataError(
                 f"GET {PREFIX}{key}: answer ({response.status}) without "

@@ -15,7 +15,7 @@ from datetime import datetime
 from typing import Callable, Optional
 
 from agent.clock import Clock
-from agent.clouds._shared.token_client import MetadataError
+from agent.clouds._shared.http import MetadataError
 from agent.clouds.base import Watcher
 from agent.clouds.gcp import parse
 from agent.clouds.gcp.config import GcpConfig, HangingWatcherConfig

@@ -12,7 +12,7 @@ import time
 from typing import TYPE_CHECKING, Optional
 
 from agent.clock import Clock
-from agent.clouds._shared.token_client import MetadataError
+from agent.clouds._shared.http import MetadataError
 from agent.clouds.base import Cloud, Watcher, identity_values
 from agent.clouds.tencent import detect, parse, watchers
 from agent.clouds.tencent.config import TencentConfig

@@ -10,8 +10,7 @@ import threading
 from typing import Optional
 
 from agent.clock import Clock
-from agent.clouds._shared.http import HttpClient, RequestError
-from agent.clouds._shared.token_client import MetadataError
+from agent.clouds._shared.http import HttpClient, MetadataError
 from agent.clouds.base import Watcher
 from agent.clouds.tencent import parse
 from agent.clouds.tencent.config import TencentConfig
@@ -43,10 +42,7 @@ class TencentMetadata:
 
     def get(self, path: str, timeout: Optional[float] = None) -> Optional[str]:
         """The body at ``path``; None for 404; MetadataError for anything transient."""
-        try:
-            response = self._http.request("GET", path, timeout=timeout)
-        except RequestError as exc:
-            raise MetadataError(str(exc)) from None
+        response = self._http.request("GET", path, timeout=timeout)
         if response.status == 404:
             return None
         if response.status != 200:
