@@ -13,7 +13,7 @@ import threading
 from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any, Callable, Optional
+from typing import Callable, Optional
 
 from agent import lifecycle as lc
 from agent.actions import BEFORE, Action, ActionContext
@@ -24,6 +24,7 @@ from agent.hooks import DRAIN, RESUME, Hook, Refused, plugins, scripts
 from agent.hooks.runner import ERROR, SKIPPED, TIMEOUT, HookResult, HookRunner
 from agent.logs import fields
 from agent.notice import Notice
+from agent.report import Reporter
 
 LOG = logging.getLogger(__name__)
 
@@ -142,7 +143,7 @@ class Worker:
         confirmer: Confirmer,
         *,
         dry_run: bool = False,
-        report: Any = None,
+        report: Optional[Reporter] = None,
         status: Callable[[str], None] = lambda text: None,
         actions: Sequence[Action] = (),
         after_drain: Callable[[Notice], object] = lambda notice: None,
@@ -153,7 +154,7 @@ class Worker:
         self.hooks = hooks
         self.confirmer = confirmer
         self.dry_run = dry_run
-        self.report = report
+        self.report = report or Reporter()
         self.status = status
         self.actions = list(actions)  # kept for the process: a resume undoes what they did
         self.after_drain = after_drain
@@ -177,9 +178,8 @@ class Worker:
                         NOTICE_ID=run.notice.event_id, KIND=run.notice.kind, OUTCOME="drained"
                     ),
                 )
-                if self.report is not None:
-                    record = self.lifecycle.get(run.notice.event_id) or {}
-                    self.report.outcome(run.notice, "drained", record)
+                record = self.lifecycle.get(run.notice.event_id) or {}
+                self.report.outcome(run.notice, "drained", record)
                 if not self.dry_run:
                     self.after_drain(run.notice)
                 if run.notice.terminal and self.config.confirm and run.followed_by is None:
@@ -238,8 +238,7 @@ class Worker:
             unfinished = (SKIPPED,) if action else (ERROR, SKIPPED)
             finished = result.outcome not in unfinished and not cut_short
             self.lifecycle.hook_result(event_id, run.phase, name, result.to_dict(), finished)
-            if self.report is not None:
-                self.report.hook_result(notice, run.phase, result)
+            self.report.hook_result(notice, run.phase, result)
             changed()
 
         ctx = ActionContext(
